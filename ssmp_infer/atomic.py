@@ -1,0 +1,44 @@
+"""Atomic writes: a temp file in the destination's directory, then a rename. A reader never sees half a
+file, and an existing file is replaced only when the caller was told to (--force)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError
+
+
+def refuse_clobber(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise InputError(f"{path} already exists; pass --force to overwrite it")
+
+
+def write_atomic(path: str | Path, write: Callable[[str], None], force: bool = False) -> Path:
+    """Call `write(tmp_path)` and rename the result onto `path`."""
+    path = Path(path)
+    refuse_clobber(path, force)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; expected a file path")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str, force: bool = False) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return write_atomic(path, write, force)

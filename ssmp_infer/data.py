@@ -1,0 +1,151 @@
+"""Shot features in and out: validation at the edge, the CMTD data-set layout, padding into batches.
+
+A features file is a `.npy` array (I, D): one row per shot in movie order, float16/32/64, finite, no
+all-zero rows (cosine similarity is undefined for them), loaded with allow_pickle=False.
+
+Data-set layout (CMTD's): ROOT/{train,test}/movie_shot_embs/NAME.npy (I×D) and
+ROOT/{train,test}/trailer_shot_embs/NAME.npy (J×D), paired by file name; anything else is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DEFAULT_TRAILER_FRACTION
+from .errors import InputError
+
+FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+MOVIE_DIR, TRAILER_DIR = "movie_shot_embs", "trailer_shot_embs"
+SPLITS = ("train", "test")
+
+
+def validate_features(array: np.ndarray, source: str, feature_dim: int | None = None) -> np.ndarray:
+    """Check a (I, D) shot-feature array; return it as float32."""
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"{source}: expected a numpy array of shot features, got {type(array).__name__}")
+    if array.dtype == object:
+        raise InputError(f"{source} holds Python objects; expected a numeric float array")
+    if array.dtype.type not in FLOAT_DTYPES:
+        raise InputError(f"{source} has dtype {array.dtype}; expected float16, float32 or float64")
+    if array.ndim != 2:
+        raise InputError(f"{source} has shape {array.shape}; expected a 2-D array (shots, features)")
+    if array.shape[0] == 0:
+        raise InputError(f"{source} has zero shots")
+    if array.shape[1] == 0:
+        raise InputError(f"{source} has zero feature columns")
+    if feature_dim is not None and array.shape[1] != feature_dim:
+        raise InputError(
+            f"{source} has {array.shape[1]}-d features but the model was trained for {feature_dim}-d features"
+        )
+    array = array.astype(np.float32)  # float16 inputs would overflow in the norm below
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise InputError(f"{source} contains NaN or Inf values (first in shot {row})")
+    zero_rows = np.flatnonzero(~array.any(axis=1))
+    if zero_rows.size:
+        raise InputError(f"shot {int(zero_rows[0])} of {source} is all zeros; cosine similarity is undefined for it")
+    return array
+
+
+def load_features(path: str | Path, feature_dim: int | None = None) -> np.ndarray:
+    """Load and validate one movie's (I, D) shot features from a `.npy` file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; expected a .npy file of shot features")
+    if path.suffix != ".npy":
+        raise InputError(f"{path} is not a .npy file; expected a NumPy array saved with numpy.save")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise InputError(f"{path} holds a pickled object array; expected a numeric float array") from None
+        raise InputError(f"{path} is not a valid .npy file ({e})") from None
+    except (OSError, EOFError) as e:
+        raise InputError(f"{path} could not be read as a .npy file ({e})") from None
+    return validate_features(array, str(path), feature_dim)
+
+
+def default_trailer_length(num_shots: int) -> int:
+    """CMTD trailers hold about 3.7% of their movie's shots; at least one slot, at most every shot."""
+    return min(num_shots, max(1, round(DEFAULT_TRAILER_FRACTION * num_shots)))
+
+
+def check_trailer_length(length: int, num_shots: int) -> int:
+    if length <= 0:
+        raise InputError(f"--length must be positive, got {length}")
+    if length > num_shots:
+        raise InputError(f"--length {length} is larger than the movie's {num_shots} shots; shots cannot repeat")
+    return length
+
+
+def shot_targets(movie: np.ndarray, trailer: np.ndarray) -> np.ndarray:
+    """g_j = argmax_i cos(v_j, m_i): the movie shot each trailer shot comes from, (J,) int64."""
+    m = movie / np.linalg.norm(movie, axis=1, keepdims=True)
+    v = trailer / np.linalg.norm(trailer, axis=1, keepdims=True)
+    return np.argmax(v @ m.T, axis=1).astype(np.int64)
+
+
+@dataclass
+class Example:
+    name: str
+    movie: np.ndarray  # (I, D) float32
+    trailer: np.ndarray  # (J, D) float32
+    targets: np.ndarray  # (J,) int64: g_j
+
+
+def load_split(root: str | Path, split: str, feature_dim: int | None = None) -> list[Example]:
+    """Movies and their trailers of one split, paired by file name, sorted by name."""
+    root = Path(root)
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    if not root.is_dir():
+        raise InputError(f"data root {root} is not a directory")
+    movie_dir, trailer_dir = root / split / MOVIE_DIR, root / split / TRAILER_DIR
+    for d in (movie_dir, trailer_dir):
+        if not d.is_dir():
+            raise InputError(
+                f"data root {root} lacks {d.relative_to(root)}/; expected the layout "
+                f"ROOT/{{train,test}}/{{{MOVIE_DIR},{TRAILER_DIR}}}/NAME.npy"
+            )
+    names = sorted({p.stem for p in movie_dir.glob("*.npy")} & {p.stem for p in trailer_dir.glob("*.npy")})
+    if not names:
+        raise InputError(f"{movie_dir} and {trailer_dir} share no NAME.npy pairs")
+    examples = []
+    for name in names:
+        movie = load_features(movie_dir / f"{name}.npy", feature_dim)
+        trailer = load_features(trailer_dir / f"{name}.npy", movie.shape[1])
+        if trailer.shape[0] > movie.shape[0]:
+            raise InputError(f"trailer {name} has {trailer.shape[0]} shots, more than its movie's {movie.shape[0]}")
+        examples.append(Example(name, movie, trailer, shot_targets(movie, trailer)))
+    return examples
+
+
+def pad_batch(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (n_k, D) arrays into zero-padded (B, N, D) float32 and a (B, N) validity mask."""
+    n = max(a.shape[0] for a in arrays)
+    out = torch.zeros(len(arrays), n, arrays[0].shape[1])
+    valid = torch.zeros(len(arrays), n, dtype=torch.bool)
+    for k, a in enumerate(arrays):
+        out[k, : a.shape[0]] = torch.from_numpy(a)
+        valid[k, : a.shape[0]] = True
+    return out, valid
+
+
+def pad_targets(targets: list[np.ndarray]) -> torch.Tensor:
+    """(B, J) int64 targets, -1 in padded slots."""
+    out = torch.full((len(targets), max(len(t) for t in targets)), -1, dtype=torch.int64)
+    for k, t in enumerate(targets):
+        out[k, : len(t)] = torch.from_numpy(t)
+    return out
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
