@@ -11,7 +11,8 @@ from typing import Callable
 from .errors import InputError
 
 
-def refuse_clobber(path: Path, force: bool) -> None:
+def refuse_clobber(path: str | Path, force: bool) -> None:
+    path = Path(path)
     if path.exists() and not force:
         raise InputError(f"{path} already exists; pass --force to overwrite it")
 

@@ -9,7 +9,6 @@ ROOT/{train,test}/trailer_shot_embs/NAME.npy (J×D), paired by file name; anythi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,7 +144,3 @@ def pad_targets(targets: list[np.ndarray]) -> torch.Tensor:
     for k, t in enumerate(targets):
         out[k, : len(t)] = torch.from_numpy(t)
     return out
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)

@@ -1,0 +1,197 @@
+"""`ssmp-infer`: run | eval | train | synth.
+
+Bad input is one sentence on stderr and exit status 2, never a traceback; outputs are written
+atomically and an existing file is replaced only with --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+
+import numpy as np
+
+from .config import DecodeConfig, MODES, PRESETS, TrainConfig, model_preset
+from .errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (argparse prints the whole usage block)."""
+
+    def error(self, message):
+        raise InputError(f"{self.prog}: {message}")
+
+
+def add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=MODES, default="paper", help="decoding: paper (SSMP) or topk (MaskGIT)")
+    p.add_argument("--steps", type=int, default=None, help="topk: rounds (default 12); paper: round cap (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+
+
+def decode_config(args) -> DecodeConfig:
+    if args.steps is None:
+        return DecodeConfig(mode=args.mode, seed=args.seed)
+    if args.mode == "topk":
+        return DecodeConfig(mode="topk", steps=args.steps, seed=args.seed)
+    return DecodeConfig(mode="paper", max_rounds=args.steps, seed=args.seed)
+
+
+def trailer_csv(trailer) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["slot", "shot", "confidence"])
+    for slot, (shot, conf) in enumerate(zip(trailer.shots, trailer.confidence)):
+        writer.writerow([slot, shot, f"{conf:.6f}"])
+    return buf.getvalue()
+
+
+def cmd_run(args) -> None:
+    from .atomic import refuse_clobber, write_text_atomic
+    from .data import load_features
+    from .engine import Engine
+
+    if args.out is not None:
+        refuse_clobber(args.out, args.force)  # before the work, not after
+    engine = Engine.load(args.model, device=args.device)
+    features = load_features(args.features, engine.feature_dim)
+    trailer = engine.generate(features, length=args.length, decode=decode_config(args))
+    text = json.dumps(trailer.to_dict()) + "\n" if args.format == "json" else trailer_csv(trailer)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomic(args.out, text, force=args.force)
+
+
+def cmd_eval(args) -> None:
+    from .data import load_split
+    from .metrics import score_trailer, summarise
+
+    if args.tolerance < 0:
+        raise InputError(f"--tolerance must be 0 or more, got {args.tolerance}")
+    if args.model is not None and args.method == "random":
+        raise InputError("give either --model or --method random, not both")
+    if args.method == "random":
+        feature_dim, method = None, "random"
+        rng = np.random.default_rng(args.seed)
+    else:
+        from .engine import Engine
+
+        engine = Engine.load(args.model, device=args.device)
+        feature_dim, method = engine.feature_dim, f"ssmp:{engine.source}:{args.mode}"
+    examples = load_split(args.data, args.split, feature_dim)
+    scores = []
+    for start in range(0, len(examples), args.batch_size):
+        batch = examples[start : start + args.batch_size]
+        truths = [[int(g) for g in e.targets] for e in batch]
+        if args.method == "random":
+            preds = [rng.permutation(e.movie.shape[0])[: len(t)].tolist() for e, t in zip(batch, truths)]
+        else:
+            trailers = engine.generate_batch([e.movie for e in batch], [len(t) for t in truths], decode_config(args))
+            preds = [t.shots for t in trailers]
+        for e, pred, truth in zip(batch, preds, truths):
+            s = score_trailer(pred, truth, args.tolerance)
+            print(f"{e.name}: f1 {s.f1:.3f}  ld {s.ld}  aa {'-' if s.aa is None else f'{s.aa:.3f}'}", file=sys.stderr)
+            scores.append(s)
+    summary = {**summarise(scores), "method": method, "split": args.split, "tolerance": args.tolerance}
+    print(json.dumps(summary))
+
+
+def cmd_train(args) -> None:
+    from .train import train
+
+    model_config = model_preset(args.preset)
+    cfg = TrainConfig(
+        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, max_minutes=args.max_minutes, seed=args.seed
+    )
+    print(json.dumps(train(args.data, args.out, model_config, cfg, force=args.force)))
+
+
+def cmd_synth(args) -> None:
+    from .synth import write_dataset
+
+    summary = write_dataset(
+        args.out,
+        movies=args.movies,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        min_shots=args.min_shots,
+        max_shots=args.max_shots,
+        force=args.force,
+    )
+    print(json.dumps(summary))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="ssmp-infer", description="SSMP movie trailer generation (arXiv 2512.04426)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    p = sub.add_parser("run", help="generate a trailer from a movie's shot features (.npy, I×D)")
+    p.add_argument("features", help=".npy file of shape (shots, feature_dim)")
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
+    p.add_argument("--length", type=int, default=None, help="trailer shots (default: 3.7%% of the movie's shots)")
+    add_decode_args(p)
+    p.add_argument("--out", default=None, help="write here instead of stdout")
+    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("eval", help="score generated trailers against a data set's ground truth")
+    p.add_argument("--data", required=True, help="data root in the CMTD layout")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
+    p.add_argument("--method", choices=("ssmp", "random"), default="ssmp")
+    p.add_argument("--tolerance", type=int, default=0, help="a shot within R positions of a true shot counts")
+    p.add_argument("--batch-size", type=int, default=8, help="movies per padded batch")
+    add_decode_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train an SSMP model with the self-paced mask ratio")
+    p.add_argument("--data", required=True, help="data root in the CMTD layout (uses its train split)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long and save")
+    p.add_argument("--batch-size", type=int, default=5)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite a model already in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("synth", help="write a synthetic data set in the CMTD layout")
+    p.add_argument("--out", required=True, help="data root to create")
+    p.add_argument("--movies", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--min-shots", type=int, default=160)
+    p.add_argument("--max-shots", type=int, default=480)
+    p.add_argument("--force", action="store_true", help="replace the train/ and test/ folders of a non-empty --out")
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except InputError as e:
+        print(f"ssmp-infer: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:  # a file system refusal (permissions, a full disk): still one sentence
+        print(f"ssmp-infer: error: {e.strerror or e} ({e.filename})" if e.filename else f"ssmp-infer: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ssmp-infer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

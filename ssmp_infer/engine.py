@@ -1,0 +1,120 @@
+"""The engine: a loaded model behind a backend, turning movies' shot features into trailers.
+
+    from ssmp_infer import Engine, DecodeConfig
+    engine = Engine.load()                        # the bundled default model
+    trailer = engine.generate(features)           # (I, D) numpy array -> Trailer
+    trailer.shots                                 # movie shot indices in trailer order
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backends import BACKENDS, Backend, TorchBackend
+from .checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
+from .config import DecodeConfig, ModelConfig
+from .data import check_trailer_length, default_trailer_length, pad_batch, validate_features
+from .decode import generate
+from .errors import InputError
+
+
+@dataclass
+class Trailer:
+    shots: list[int]  # movie shot indices in trailer order, distinct
+    confidence: list[float]  # per slot: probability of its shot in the round it locked
+    num_movie_shots: int
+    length: int
+    steps: int  # encoder passes (rounds) used
+    mode: str
+    backend: str
+    device: str
+    model: str
+    elapsed_ms: float  # wall time of the batch this trailer was generated in
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} was asked for but this PyTorch has no CUDA device")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; expected auto, cpu or cuda[:N]") from None
+
+
+class Engine:
+    def __init__(self, model_config: ModelConfig, backend: Backend, source: str = "custom"):
+        self.model_config = model_config
+        self.backend = backend
+        self.source = source
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, device: str = "auto", backend: str = "torch") -> "Engine":
+        """Load a checkpoint directory (default: the bundled model) onto a device behind a backend."""
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+        dev = resolve_device(device)
+        model, _ = load_checkpoint(model_dir, dev)
+        source = "bundled:default" if model_dir is None or Path(model_dir) == DEFAULT_MODEL_DIR else str(model_dir)
+        return cls(model.cfg, TorchBackend(model, dev), source)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model_config.feature_dim
+
+    def generate(self, features: np.ndarray, length: int | None = None, decode: DecodeConfig | None = None) -> Trailer:
+        """One movie's (I, D) features -> its trailer. `length` defaults to ~3.7% of the shots."""
+        return self.generate_batch([features], [length], decode)[0]
+
+    def generate_batch(
+        self, movies: list[np.ndarray], lengths: list[int | None] | None = None, decode: DecodeConfig | None = None
+    ) -> list[Trailer]:
+        """Several movies as one padded batch; each gets the trailer it would get alone."""
+        decode = decode or DecodeConfig()
+        if not movies:
+            raise InputError("no movies to generate trailers for")
+        lengths = lengths if lengths is not None else [None] * len(movies)
+        if len(lengths) != len(movies):
+            raise InputError(f"got {len(lengths)} lengths for {len(movies)} movies")
+        movies = [validate_features(m, f"movie {k}", self.feature_dim) for k, m in enumerate(movies)]
+        lengths = [
+            default_trailer_length(m.shape[0]) if n is None else check_trailer_length(int(n), m.shape[0])
+            for m, n in zip(movies, lengths)
+        ]
+        device = self.backend.device
+        movie, movie_valid = pad_batch(movies)
+        start = time.perf_counter()
+        result = generate(
+            self.backend,
+            movie.to(device),
+            movie_valid.to(device),
+            torch.tensor(lengths),
+            decode,
+            self.model_config.temperature,
+        )
+        shots, confidence, rounds = result.shots.cpu(), result.confidence.cpu(), result.rounds.cpu()
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        return [
+            Trailer(
+                shots=shots[k, :n].tolist(),
+                confidence=confidence[k, :n].tolist(),
+                num_movie_shots=m.shape[0],
+                length=n,
+                steps=int(rounds[k]),
+                mode=decode.mode,
+                backend=self.backend.name,
+                device=str(device),
+                model=self.source,
+                elapsed_ms=round(elapsed_ms, 3),
+            )
+            for k, (m, n) in enumerate(zip(movies, lengths))
+        ]

@@ -1,0 +1,306 @@
+"""`ssmp-infer` as a user runs it: real subprocesses, real files, the bundled model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssmp_infer import DecodeConfig, Engine
+from ssmp_infer.checkpoint import save_checkpoint
+from ssmp_infer.config import ModelConfig
+from ssmp_infer.data import default_trailer_length
+from ssmp_infer.model import SSMPEncoder
+from ssmp_infer.synth import write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "movie.npy"
+RUN_KEYS = {"shots", "confidence", "num_movie_shots", "length", "steps", "mode", "backend", "device", "model", "elapsed_ms"}
+EVAL_KEYS = {"precision", "recall", "f1", "ld", "aa", "movies", "method"}
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "ssmp_infer.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *words: str) -> None:
+    """Non-zero exit, exactly one line on stderr naming the problem, no traceback, nothing on stdout."""
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    for word in words:
+        assert word.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = SSMPEncoder(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64))
+    return save_checkpoint(model, tmp_path_factory.mktemp("tiny_model"), {"note": "untrained, for CLI tests"})
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "synth"
+    ok(cli("synth", "--out", root, "--movies", 6, "--seed", 3, "--min-shots", 40, "--max-shots", 60))
+    return root
+
+
+@pytest.fixture(scope="module")
+def movie(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("movie") / "movie.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((50, 1024)).astype(np.float32))
+    return path
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+
+def test_run_bundled_model_on_the_example():
+    trailer = json.loads(ok(cli("run", EXAMPLE)))
+    assert set(trailer) == RUN_KEYS
+    num_shots = np.load(EXAMPLE).shape[0]
+    assert trailer["num_movie_shots"] == num_shots
+    assert trailer["length"] == default_trailer_length(num_shots) == len(trailer["shots"]) == len(trailer["confidence"])
+    assert len(set(trailer["shots"])) == trailer["length"]
+    assert all(0 <= s < num_shots for s in trailer["shots"])
+    assert all(0 < c <= 1 for c in trailer["confidence"])
+    assert 1 <= trailer["steps"] <= DecodeConfig().max_rounds
+    assert (trailer["mode"], trailer["backend"], trailer["device"], trailer["model"]) == (
+        "paper", "torch", "cpu", "bundled:default"
+    )
+    # the CLI and the Python API give the same trailer
+    api = Engine.load(device="cpu").generate(np.load(EXAMPLE))
+    assert api.shots == trailer["shots"]
+    assert api.confidence == pytest.approx(trailer["confidence"])
+
+
+def test_bundled_model_beats_random_on_fresh_synthetic_movies(tmp_path):
+    """The shipped weights are trained: on movies it never saw, it picks the rule's shots far above chance."""
+    root = tmp_path / "fresh"
+    ok(cli("synth", "--out", root, "--movies", 8, "--seed", 12345, "--test-fraction", 0.5, "--max-shots", 300))
+    ssmp = json.loads(ok(cli("eval", "--data", root)).splitlines()[-1])
+    rand = json.loads(ok(cli("eval", "--data", root, "--method", "random")).splitlines()[-1])
+    assert set(ssmp) >= EVAL_KEYS and ssmp["movies"] == rand["movies"] == 4
+    assert ssmp["f1"] > 3 * rand["f1"] and ssmp["f1"] > 0.2, (ssmp, rand)
+    assert ssmp["aa"] > 0.55, ssmp
+
+
+def test_run_topk_with_length_and_steps(tiny_model, movie):
+    trailer = json.loads(ok(cli("run", movie, "--model", tiny_model, "--mode", "topk", "--steps", 4, "--length", 7)))
+    assert (trailer["mode"], trailer["steps"], trailer["length"]) == ("topk", 4, 7)
+    assert len(set(trailer["shots"])) == 7
+    assert trailer["model"] == str(tiny_model)
+
+
+def test_run_is_deterministic_for_a_seed(tiny_model, movie):
+    args = ("run", movie, "--model", tiny_model, "--length", 12, "--seed", 5)
+    first, second = json.loads(ok(cli(*args))), json.loads(ok(cli(*args)))
+    assert first["shots"] == second["shots"] and first["confidence"] == second["confidence"]
+
+
+def test_run_csv_matches_json(tiny_model, movie):
+    args = ("run", movie, "--model", tiny_model, "--length", 6)
+    as_json = json.loads(ok(cli(*args)))
+    rows = ok(cli(*args, "--format", "csv")).strip().splitlines()
+    assert rows[0] == "slot,shot,confidence"
+    parsed = [row.split(",") for row in rows[1:]]
+    assert [int(r[0]) for r in parsed] == list(range(6))
+    assert [int(r[1]) for r in parsed] == as_json["shots"]
+    assert [float(r[2]) for r in parsed] == pytest.approx(as_json["confidence"], abs=1e-6)
+
+
+def test_run_out_is_atomic_and_never_clobbered(tiny_model, movie, tmp_path):
+    out = tmp_path / "trailer.json"
+    base = ("run", movie, "--model", tiny_model, "--length", 5, "--out", out)
+    assert ok(cli(*base)) == ""
+    first = out.read_text()
+    assert json.loads(first)["length"] == 5
+
+    out.write_text("the user's own notes")
+    assert_clean_failure(cli(*base), "exists", "--force")
+    assert out.read_text() == "the user's own notes"
+
+    ok(cli(*base, "--force", "--length", 4))
+    assert json.loads(out.read_text())["length"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trailer.json"]  # no temp files left behind
+
+
+# --- bad input: one sentence, non-zero exit, no traceback ----------------------------------------
+
+
+def _bad_arrays() -> dict:
+    rng = np.random.default_rng(1)
+    good = rng.standard_normal((30, 1024)).astype(np.float32)
+    nan, inf, zero_row = good.copy(), good.copy(), good.copy()
+    nan[4, 7] = np.nan
+    inf[2, 0] = np.inf
+    zero_row[9] = 0
+    return {
+        "nan": (nan, "NaN"),
+        "inf": (inf, "Inf"),
+        "three_d": (good.reshape(3, 10, 1024), "2-D"),
+        "one_d": (good[0], "2-D"),
+        "wrong_dim": (good[:, :512], "1024"),
+        "zero_shots": (np.zeros((0, 1024), np.float32), "zero shots"),
+        "zero_row": (zero_row, "all zeros"),
+        "integers": (np.ones((30, 1024), np.int64), "dtype"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_arrays()))
+def test_run_rejects_bad_arrays(case, tiny_model, tmp_path):
+    array, word = _bad_arrays()[case]
+    path = tmp_path / f"{case}.npy"
+    np.save(path, array)
+    assert_clean_failure(cli("run", path, "--model", tiny_model), word)
+
+
+def test_run_rejects_bad_files(tiny_model, tmp_path):
+    pickled = tmp_path / "pickled.npy"
+    np.save(pickled, np.array([{"shot": 1}, None], dtype=object), allow_pickle=True)
+    assert_clean_failure(cli("run", pickled, "--model", tiny_model), "pickled")
+
+    text = tmp_path / "features.txt"
+    np.savetxt(text, np.ones((3, 1024)))
+    assert_clean_failure(cli("run", text, "--model", tiny_model), "not a .npy")
+
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(os.urandom(256))
+    assert_clean_failure(cli("run", garbage, "--model", tiny_model), "npy")
+
+    truncated = tmp_path / "truncated.npy"
+    np.save(truncated, np.ones((30, 1024), np.float32))
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    assert_clean_failure(cli("run", truncated, "--model", tiny_model), "npy")
+
+    assert_clean_failure(cli("run", tmp_path / "missing.npy", "--model", tiny_model), "no such file")
+    assert_clean_failure(cli("run", tmp_path, "--model", tiny_model), "directory")
+
+
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (("--length", 0), "positive"),
+        (("--length", -3), "positive"),
+        (("--length", 51), "larger"),
+        (("--mode", "beam"), "invalid choice"),
+        (("--steps", 0), "at least 1"),
+        (("--length", "ten"), "invalid int"),
+        (("--device", "tpu"), "device"),
+    ],
+)
+def test_run_rejects_bad_options(args, word, tiny_model, movie):
+    assert_clean_failure(cli("run", movie, "--model", tiny_model, *args), word)
+
+
+def test_run_rejects_bad_model_dirs(movie, tmp_path):
+    assert_clean_failure(cli("run", movie, "--model", tmp_path / "nowhere"), "no model")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (broken / "model.safetensors").write_bytes(b"\0" * 64)
+    assert_clean_failure(cli("run", movie, "--model", broken), "json")
+
+
+def test_run_refuses_out_in_a_missing_directory(tiny_model, movie, tmp_path):
+    assert_clean_failure(cli("run", movie, "--model", tiny_model, "--out", tmp_path / "no" / "t.json"), "does not exist")
+
+
+# --- eval ----------------------------------------------------------------------------------------
+
+
+def test_eval_model_and_random(tiny_model, tiny_data):
+    ssmp = json.loads(ok(cli("eval", "--data", tiny_data, "--model", tiny_model)).splitlines()[-1])
+    rand = json.loads(ok(cli("eval", "--data", tiny_data, "--method", "random", "--tolerance", 2)).splitlines()[-1])
+    test_movies = len(list((tiny_data / "test" / "movie_shot_embs").glob("*.npy")))
+    for summary in (ssmp, rand):
+        assert set(summary) >= EVAL_KEYS
+        assert summary["movies"] == test_movies
+        assert 0 <= summary["precision"] <= 1 and 0 <= summary["recall"] <= 1 and 0 <= summary["f1"] <= 1
+        assert summary["ld"] >= 0
+    assert ssmp["method"].startswith("ssmp:") and rand["method"] == "random"
+
+
+def test_eval_rejects_a_root_without_the_layout(tmp_path, tiny_model):
+    (tmp_path / "test" / "movie_shot_embs").mkdir(parents=True)
+    assert_clean_failure(cli("eval", "--data", tmp_path, "--model", tiny_model), "trailer_shot_embs")
+    assert_clean_failure(cli("eval", "--data", tmp_path / "nope", "--method", "random"), "not a directory")
+    assert_clean_failure(cli("eval", "--data", tmp_path, "--method", "random", "--tolerance", -1), "tolerance")
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+
+def test_train_writes_a_checkpoint_and_never_clobbers_it(tiny_data, tmp_path):
+    out = tmp_path / "model"
+    summary = json.loads(ok(cli("train", "--data", tiny_data, "--out", out, "--epochs", 2, "--seed", 4)).splitlines()[-1])
+    assert summary["steps"] == 2  # 5 training movies, batch 5: one step per epoch
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["feature_dim"] == 1024 and meta["model"]["d_model"] == 192  # the demo preset
+    assert meta["training"]["data"] == str(tiny_data) and meta["training"]["seed"] == 4
+    assert meta["training"]["steps"] == 2 and set(meta["training"]["final"]) >= {"loss", "accuracy", "mask_ratio"}
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+    weights = (out / "model.safetensors").read_bytes()
+    assert_clean_failure(cli("train", "--data", tiny_data, "--out", out, "--epochs", 1), "--force")
+    assert (out / "model.safetensors").read_bytes() == weights
+
+    # the trained checkpoint drives `run`
+    movie = tiny_data / "test" / "movie_shot_embs" / "movie_0005.npy"
+    assert json.loads(ok(cli("run", movie, "--model", out, "--length", 3)))["length"] == 3
+
+
+def test_train_max_minutes_stops_cleanly_and_saves(tiny_data, tmp_path):
+    out = tmp_path / "model"
+    result = cli("train", "--data", tiny_data, "--out", out, "--epochs", 1000, "--max-minutes", 0.001)
+    ok(result)
+    assert "max-minutes" in result.stderr
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training["stopped_early"] and 1 <= training["steps"] < training["planned_steps"] == 1000
+
+
+def test_train_rejects_bad_input(tmp_path):
+    assert_clean_failure(cli("train", "--data", tmp_path, "--out", tmp_path / "m"), "train/movie_shot_embs")
+    assert_clean_failure(cli("train", "--data", tmp_path, "--out", tmp_path / "m", "--epochs", 0), "epochs")
+    assert not (tmp_path / "m").exists()
+
+
+# --- synth ---------------------------------------------------------------------------------------
+
+
+def test_synth_is_deterministic_and_never_clobbers(tiny_data, tmp_path):
+    again = tmp_path / "again"
+    summary = json.loads(ok(cli("synth", "--out", again, "--movies", 6, "--seed", 3, "--min-shots", 40, "--max-shots", 60)))
+    assert (summary["train"], summary["test"]) == (5, 1)
+    files = sorted(p.relative_to(tiny_data) for p in tiny_data.rglob("*.npy"))
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*.npy"))
+    assert len(files) == 12
+    for rel in files:
+        assert (tiny_data / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+    (again / "notes.txt").write_text("mine")
+    assert_clean_failure(cli("synth", "--out", again, "--movies", 4), "--force")
+    assert len(list(again.rglob("*.npy"))) == 12
+    ok(cli("synth", "--out", again, "--movies", 4, "--force", "--min-shots", 40, "--max-shots", 60))
+    assert len(list(again.rglob("*.npy"))) == 8
+    assert (again / "notes.txt").read_text() == "mine"  # only synth's own folders were replaced
+
+
+def test_synth_rejects_bad_options(tmp_path):
+    assert_clean_failure(cli("synth", "--out", tmp_path / "d", "--movies", 1), "movies")
+    assert_clean_failure(cli("synth", "--out", tmp_path / "d", "--min-shots", 500, "--max-shots", 100), "min-shots")
