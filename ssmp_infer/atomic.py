@@ -29,12 +29,21 @@ def write_atomic(path: str | Path, write: Callable[[str], None], force: bool = F
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _final_mode(path))  # mkstemp makes 0600; the user expects what open() would give
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _final_mode(path: Path) -> int:
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_text_atomic(path: str | Path, text: str, force: bool = False) -> Path:

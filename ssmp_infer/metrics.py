@@ -8,7 +8,8 @@
   its nearest ground-truth shot), the fraction whose order in the prediction equals their order in
   the ground truth. 0.5 is chance; undefined (None) when fewer than two shots were chosen correctly.
 
-A set of movies is summarised by the mean over movies (AA: over movies where it is defined).
+A set of movies is summarised by the mean over movies (AA: over the `aa_movies` movies where it is
+defined, so a method with few hits, like random, gets a noisy AA).
 """
 
 from __future__ import annotations
@@ -77,5 +78,6 @@ def summarise(scores: list[TrailerScore]) -> dict:
         "f1": float(np.mean([s.f1 for s in scores])),
         "ld": float(np.mean([s.ld for s in scores])),
         "aa": float(np.mean(aas)) if aas else None,
+        "aa_movies": len(aas),  # how many movies the AA mean is over (those with two or more hits)
         "movies": len(scores),
     }

@@ -20,7 +20,7 @@ from ssmp_infer.synth import write_dataset
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "movie.npy"
 RUN_KEYS = {"shots", "confidence", "num_movie_shots", "length", "steps", "mode", "backend", "device", "model", "elapsed_ms"}
-EVAL_KEYS = {"precision", "recall", "f1", "ld", "aa", "movies", "method"}
+EVAL_KEYS = {"precision", "recall", "f1", "ld", "aa", "aa_movies", "movies", "method"}
 
 
 def cli(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -130,6 +130,9 @@ def test_run_out_is_atomic_and_never_clobbered(tiny_model, movie, tmp_path):
     assert ok(cli(*base)) == ""
     first = out.read_text()
     assert json.loads(first)["length"] == 5
+    (tmp_path / "plain").write_text("")  # an atomic write keeps the permissions a plain open() gives
+    assert out.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    (tmp_path / "plain").unlink()
 
     out.write_text("the user's own notes")
     assert_clean_failure(cli(*base), "exists", "--force")

@@ -71,7 +71,7 @@ def test_summarise_means_over_movies_and_skips_undefined_aa():
     assert summary["recall"] == pytest.approx(1 / 3)
     assert summary["f1"] == pytest.approx((2 / 3 + 0.5) / 3)
     assert summary["ld"] == pytest.approx(3.0)
-    assert summary["aa"] == pytest.approx(0.75)
+    assert summary["aa"] == pytest.approx(0.75) and summary["aa_movies"] == 2
     assert summary["movies"] == 3
     assert summarise([TrailerScore(0, 0, 0, 1, None)])["aa"] is None
 
