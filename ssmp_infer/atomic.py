@@ -11,20 +11,21 @@ from typing import Callable
 from .errors import InputError
 
 
-def refuse_clobber(path: str | Path, force: bool) -> None:
+def check_output_path(path: str | Path, force: bool) -> None:
+    """Refuse, before any work is done, an output path that could not or must not be written."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; expected a file path")
     if path.exists() and not force:
         raise InputError(f"{path} already exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: directory {path.parent} does not exist")
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None], force: bool = False) -> Path:
     """Call `write(tmp_path)` and rename the result onto `path`."""
     path = Path(path)
-    refuse_clobber(path, force)
-    if path.is_dir():
-        raise InputError(f"{path} is a directory; expected a file path")
-    if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: directory {path.parent} does not exist")
+    check_output_path(path, force)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

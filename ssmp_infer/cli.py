@@ -52,12 +52,12 @@ def trailer_csv(trailer) -> str:
 
 
 def cmd_run(args) -> None:
-    from .atomic import refuse_clobber, write_text_atomic
+    from .atomic import check_output_path, write_text_atomic
     from .data import load_features
     from .engine import Engine
 
     if args.out is not None:
-        refuse_clobber(args.out, args.force)  # before the work, not after
+        check_output_path(args.out, args.force)  # before the work, not after
     engine = Engine.load(args.model, device=args.device)
     features = load_features(args.features, engine.feature_dim)
     trailer = engine.generate(features, length=args.length, decode=decode_config(args))

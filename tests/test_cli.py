@@ -222,6 +222,7 @@ def test_run_rejects_bad_model_dirs(movie, tmp_path):
 
 def test_run_refuses_out_in_a_missing_directory(tiny_model, movie, tmp_path):
     assert_clean_failure(cli("run", movie, "--model", tiny_model, "--out", tmp_path / "no" / "t.json"), "does not exist")
+    assert_clean_failure(cli("run", movie, "--model", tiny_model, "--out", tmp_path, "--force"), "is a directory")
 
 
 # --- eval ----------------------------------------------------------------------------------------
