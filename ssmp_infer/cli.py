@@ -182,14 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"ssmp-infer: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # stdout closed early (`| head`): not an error worth a message
+        return 1
     except OSError as e:  # a file system refusal (permissions, a full disk): still one sentence
         print(f"ssmp-infer: error: {e.strerror or e} ({e.filename})" if e.filename else f"ssmp-infer: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ssmp-infer: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 1
     return 0
 
 
