@@ -15,7 +15,8 @@ materialises it and is the contract such a kernel must match.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from ..model import unit_score_logits
 
 
 def score_slots_ref(
@@ -26,8 +27,7 @@ def score_slots_ref(
     temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(best (B, J) int64, prob (B, J) float32). Needs at least one real unused shot per movie."""
-    s = (F.normalize(pred.float(), dim=-1) @ movie_unit.float().transpose(1, 2)) / temperature  # (B, J, I)
-    s = s.masked_fill(~movie_valid[:, None, :], float("-inf"))
+    s = unit_score_logits(pred, movie_unit, movie_valid, temperature)  # (B, J, I)
     lse = torch.logsumexp(s, dim=-1)  # (B, J)
     best_score, best = s.masked_fill(used[:, None, :], float("-inf")).max(dim=-1)
     return best, torch.exp(best_score - lse)

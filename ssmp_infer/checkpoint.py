@@ -20,11 +20,19 @@ FORMAT = "ssmp-infer/1"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default_model"
 
 
-def save_checkpoint(model: SSMPEncoder, directory: str | Path, provenance: dict, force: bool = False) -> Path:
+def check_checkpoint_dir(directory: str | Path, force: bool) -> None:
+    """Refuse a directory whose model must not be replaced (without --force), or that is a file."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory} exists and is not a directory")
     for name in (WEIGHTS, CONFIG):  # check both before writing either
         if (directory / name).exists() and not force:
             raise InputError(f"{directory / name} already exists; pass --force to overwrite it")
+
+
+def save_checkpoint(model: SSMPEncoder, directory: str | Path, provenance: dict, force: bool = False) -> Path:
+    directory = Path(directory)
+    check_checkpoint_dir(directory, force)
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_atomic(directory / WEIGHTS, lambda tmp: save_file(weights, tmp), force=True)

@@ -85,11 +85,13 @@ def check_trailer_length(length: int, num_shots: int) -> int:
     return length
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
 def shot_targets(movie: np.ndarray, trailer: np.ndarray) -> np.ndarray:
     """g_j = argmax_i cos(v_j, m_i): the movie shot each trailer shot comes from, (J,) int64."""
-    m = movie / np.linalg.norm(movie, axis=1, keepdims=True)
-    v = trailer / np.linalg.norm(trailer, axis=1, keepdims=True)
-    return np.argmax(v @ m.T, axis=1).astype(np.int64)
+    return np.argmax(unit_rows(trailer) @ unit_rows(movie).T, axis=1).astype(np.int64)
 
 
 @dataclass
@@ -136,6 +138,15 @@ def pad_batch(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         out[k, : a.shape[0]] = torch.from_numpy(a)
         valid[k, : a.shape[0]] = True
     return out, valid
+
+
+def slot_inputs(movie: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+    """(B, J, D) features of the movie shot in each slot; negative (padded) indices read shot 0.
+
+    Training feeds unmasked slots exactly what decoding feeds locked ones; masked slots are replaced by
+    the MP token inside the model, whatever they hold here.
+    """
+    return movie.gather(1, shots.clamp(min=0)[..., None].expand(-1, -1, movie.shape[-1]))
 
 
 def pad_targets(targets: list[np.ndarray]) -> torch.Tensor:

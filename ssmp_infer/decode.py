@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .backends import Backend
 from .config import DecodeConfig
+from .data import slot_inputs
 from .kernels import score_slots
 
 
@@ -91,7 +92,7 @@ def lock_most_confident(state: DecodeState, score, need: torch.Tensor, num_shots
     shots locks at once, and the slots behind the first conflict are re-scored over the free shots.
     """
     need = need.clone()
-    while bool((need > 0).any()):
+    while True:  # checked at the bottom: the caller nearly always needs slots, so skip a host sync up front
         open_ = ~state.locked
         best, prob = score(state.used)
         order, sorted_open, first = claims_by_confidence(best, prob, open_, num_shots)
@@ -103,6 +104,8 @@ def lock_most_confident(state: DecodeState, score, need: torch.Tensor, num_shots
         take = unsort(order, take_sorted)
         state.commit(take, best, prob)
         need -= take.sum(dim=1)
+        if not bool((need > 0).any()):
+            return
 
 
 def lock_draws(seed: int, round_index: int, num_slots: int, device: torch.device) -> torch.Tensor:
@@ -124,11 +127,6 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
     x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
     return (x >> 16) ^ x
-
-
-def slot_inputs(movie: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
-    """(B, J, D) features of the shot in each slot (open slots are replaced by MP inside the model)."""
-    return movie.gather(1, shots.clamp(min=0)[..., None].expand(-1, -1, movie.shape[-1]))
 
 
 @torch.inference_mode()

@@ -133,7 +133,12 @@ def score_logits(pred: torch.Tensor, movie: torch.Tensor, movie_valid: torch.Ten
     The full J×I matrix is what training's cross-entropy needs; decoding uses `kernels.score_slots`,
     which reduces each row without keeping the matrix.
     """
-    cos = F.normalize(pred.float(), dim=-1) @ F.normalize(movie.float(), dim=-1).transpose(1, 2)
+    return unit_score_logits(pred, F.normalize(movie.float(), dim=-1), movie_valid, temperature)
+
+
+def unit_score_logits(pred: torch.Tensor, movie_unit: torch.Tensor, movie_valid: torch.Tensor, temperature: float):
+    """`score_logits` for a movie already L2-normalised (decoding normalises it once, not every round)."""
+    cos = F.normalize(pred.float(), dim=-1) @ movie_unit.float().transpose(1, 2)
     return (cos / temperature).masked_fill(~movie_valid[:, None, :], float("-inf"))
 
 

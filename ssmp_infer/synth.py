@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DEFAULT_TRAILER_FRACTION
-from .data import MOVIE_DIR, SPLITS, TRAILER_DIR
+from .data import MOVIE_DIR, SPLITS, TRAILER_DIR, unit_rows
 from .errors import InputError
 
 WORLD_SEED = 2512_04426
@@ -38,10 +38,6 @@ FEATURE_DIM = 1024
 NUM_THEMES = 32
 FIRST_ACT = 0.35
 SHOT_NOISE, SALIENCE_GAIN, INTENSITY_GAIN, REENCODE_NOISE = 0.6, 0.6, 0.6, 0.05
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 class World:
@@ -66,12 +62,12 @@ def make_movie(rng: np.random.Generator, world: World, num_shots: int):
     for start, stop in zip(bounds[:-1], bounds[1:]):
         n = stop - start
         mix = rng.dirichlet(np.full(NUM_THEMES, 0.3)) @ world.themes
-        content = _unit(_unit(mix) + 0.7 * _unit(rng.standard_normal(D)))
+        content = unit_rows(unit_rows(mix) + 0.7 * unit_rows(rng.standard_normal(D)))
         x = (start + stop) / 2 / num_shots
         arc = math.sin(math.pi * x**1.6) + 0.3 * rng.standard_normal()
         intensity[start:stop] = arc + 0.15 * rng.standard_normal(n)
         salience[start:stop] = rng.standard_normal() + rng.standard_normal(n)
-        feats[start:stop] = content + SHOT_NOISE * _unit(rng.standard_normal((n, D)))
+        feats[start:stop] = content + SHOT_NOISE * unit_rows(rng.standard_normal((n, D)))
     feats += SALIENCE_GAIN * salience[:, None] * world.salience + INTENSITY_GAIN * intensity[:, None] * world.intensity
 
     # 1. each scene offers its most salient shot; the most salient offers make the trailer
@@ -88,7 +84,7 @@ def make_movie(rng: np.random.Generator, world: World, num_shots: int):
 
 def reencode(rng: np.random.Generator, shots: np.ndarray) -> np.ndarray:
     """A trailer shot's feature: its movie shot's, plus noise of 5% of its norm."""
-    noise = _unit(rng.standard_normal(shots.shape)) * np.linalg.norm(shots, axis=1, keepdims=True)
+    noise = unit_rows(rng.standard_normal(shots.shape)) * np.linalg.norm(shots, axis=1, keepdims=True)
     return (shots + REENCODE_NOISE * noise).astype(np.float32)
 
 

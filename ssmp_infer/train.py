@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import save_checkpoint
+from .checkpoint import check_checkpoint_dir, save_checkpoint
 from .config import ModelConfig, TrainConfig
-from .data import Example, load_split, pad_batch, pad_targets
+from .data import Example, load_split, pad_batch, pad_targets, slot_inputs
 from .errors import InputError
 from .model import SSMPEncoder, num_parameters, score_logits
 
@@ -67,11 +67,10 @@ def masked_loss(model: SSMPEncoder, examples: list[Example], ratio: float, gener
     targets = pad_targets([e.targets for e in examples])  # (B, J), -1 in padded slots
     slot_valid = targets >= 0
     masked = sample_slot_mask(slot_valid, ratio, generator)
-    slots = movie.gather(1, targets.clamp(min=0)[..., None].expand(-1, -1, movie.shape[-1]))  # m_{g_j}
-    pred = model(movie, movie_valid, slots, masked, slot_valid)  # (B, J, D)
-    logits = score_logits(pred, movie, movie_valid, model.cfg.temperature)  # (B, J, I)
-    loss = F.cross_entropy(logits[masked], targets[masked])
-    accuracy = (logits[masked].argmax(dim=-1) == targets[masked]).float().mean()
+    pred = model(movie, movie_valid, slot_inputs(movie, targets), masked, slot_valid)  # (B, J, D); slots hold m_{g_j}
+    logits = score_logits(pred, movie, movie_valid, model.cfg.temperature)[masked]  # (masked slots, I)
+    loss = F.cross_entropy(logits, targets[masked])
+    accuracy = (logits.argmax(dim=-1) == targets[masked]).float().mean()
     return loss, float(accuracy)
 
 
@@ -85,10 +84,7 @@ def train(
     log_every_s: float = 10.0,
 ) -> dict:
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} exists and is not a directory")
-    if (out_dir / "model.safetensors").exists() and not force:  # fail before training, not after
-        raise InputError(f"{out_dir} already holds a model; pass --force to overwrite it")
+    check_checkpoint_dir(out_dir, force)  # fail before training, not after
     examples = load_split(data_root, "train", model_config.feature_dim)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
