@@ -57,7 +57,14 @@ def load_checkpoint(directory: str | Path | None = None, device: str | torch.dev
         raise InputError(f"{directory / CONFIG} is not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputError(f"{directory / CONFIG} is not an ssmp-infer checkpoint config (format {FORMAT})")
-    model = SSMPEncoder(ModelConfig.from_dict(meta["model"]))
+    if not isinstance(meta.get("model"), dict):
+        got = "no such key" if "model" not in meta else json.dumps(meta["model"])[:40]
+        raise InputError(f'{directory / CONFIG} needs "model": an object of model config fields; got {got}')
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+    except InputError as e:
+        raise InputError(f"{directory / CONFIG}: {e}") from None
+    model = SSMPEncoder(config)
     try:
         state = load_file(str(directory / WEIGHTS))
         model.load_state_dict({k: v.float() for k, v in state.items()})

@@ -24,7 +24,13 @@ SPLITS = ("train", "test")
 
 
 def validate_features(array: np.ndarray, source: str, feature_dim: int | None = None) -> np.ndarray:
-    """Check a (I, D) shot-feature array; return it as float32."""
+    """Check a (I, D) shot-feature array; return it as float32, each row scaled by a power of two.
+
+    Only directions matter (cosine is scale-free, and the model reads unit rows), but a float32 norm
+    overflows for rows near 1e20 and underflows for rows near 1e-20. Scaling each row so its largest
+    entry lies in [0.5, 1) keeps its float32 norm in [0.5, sqrt(D)]; a power of two is exact, so the
+    unit row is the one the unscaled row would give wherever that one was representable.
+    """
     if not isinstance(array, np.ndarray):
         raise InputError(f"{source}: expected a numpy array of shot features, got {type(array).__name__}")
     if array.dtype == object:
@@ -41,15 +47,16 @@ def validate_features(array: np.ndarray, source: str, feature_dim: int | None = 
         raise InputError(
             f"{source} has {array.shape[1]}-d features but the model was trained for {feature_dim}-d features"
         )
-    array = array.astype(np.float32)  # float16 inputs would overflow in the norm below
     bad = ~np.isfinite(array)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
         raise InputError(f"{source} contains NaN or Inf values (first in shot {row})")
-    zero_rows = np.flatnonzero(~array.any(axis=1))
+    largest = np.abs(array).max(axis=1).astype(np.float64)  # (I,)
+    zero_rows = np.flatnonzero(largest == 0)
     if zero_rows.size:
         raise InputError(f"shot {int(zero_rows[0])} of {source} is all zeros; cosine similarity is undefined for it")
-    return array
+    _, exponent = np.frexp(largest)  # largest = m · 2^exponent, m in [0.5, 1)
+    return np.ldexp(array.astype(np.float64), -exponent[:, None]).astype(np.float32)
 
 
 def load_features(path: str | Path, feature_dim: int | None = None) -> np.ndarray:

@@ -10,7 +10,8 @@ mode "paper" (SSMP): q_j ← min(q_j + p_{j,i*}, 1); the slot locks i* with prob
     re-masked (ties: the lower slot). After `max_rounds` passes the open slots are filled greedily.
 mode "topk" (MaskGIT): after round r of T, L - floor(L · cos(π/2 · r/T)) slots are locked; the most
     confident open slots lock. A slot that loses its shot to a more confident one is re-scored over
-    the shots still free (no new encoder pass), so each round locks exactly the scheduled count.
+    the shots still free (no new encoder pass), so each round locks exactly the scheduled count. A
+    round whose count rises for no movie (more rounds than slots) is skipped: no encoder pass.
 
 A locked slot never changes and a locked shot is never offered again, so no shot appears twice.
 All state is batched (B movies, padded); padded slots count as locked from the start.
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from .backends import Backend
 from .config import DecodeConfig
 from .data import slot_inputs
+from .errors import InputError
 from .kernels import score_slots
 
 
@@ -140,8 +142,20 @@ def generate(
 ) -> DecodeResult:
     B, I, _ = movie.shape
     device = movie.device
-    lengths = lengths.to(device=device, dtype=torch.int64)
-    J = int(lengths.max())
+    # One host copy before the loop: the length check and the topk plan both read the lengths there.
+    host_lengths = lengths.to(device="cpu", dtype=torch.int64)
+    real_shots = movie_valid.sum(dim=1).cpu()
+    if host_lengths.shape != (B,):
+        raise InputError(f"expected {B} trailer lengths, one per movie, got shape {tuple(host_lengths.shape)}")
+    bad = (host_lengths < 1) | (host_lengths > real_shots)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        raise InputError(
+            f"movie {k}: trailer length {int(host_lengths[k])} is not in 1..{int(real_shots[k])}, the number of "
+            "its real shots (no shot appears twice)"
+        )
+    lengths = host_lengths.to(device)
+    J = int(host_lengths.max())
     slot_valid = torch.arange(J, device=device)[None, :] < lengths[:, None]  # (B, J)
     movie_unit = F.normalize(movie.float(), dim=-1)  # once per trailer, not per round
     state = DecodeState(
@@ -153,12 +167,22 @@ def generate(
     q = torch.zeros(B, J, device=device)  # cumulative confidence (paper mode)
     rounds = torch.zeros(B, dtype=torch.int64, device=device)
     cap = config.rounds_cap
+    if config.mode == "topk":
+        # The schedule depends on the lengths alone, so which rounds lock anything is known up front. A
+        # round whose count rises for no movie would lock nothing: skip it, encoder pass and all.
+        counts = torch.stack([cosine_schedule(r, cap, host_lengths) for r in range(cap + 1)])  # (T + 1, B)
+        locks_in_round = counts[1:] > counts[:-1]  # (T, B)
+        round_locks = locks_in_round.any(dim=1).tolist()
+        locks_in_round = locks_in_round.to(device)
 
     for r in range(1, cap + 1):
+        if config.mode == "topk" and not round_locks[r - 1]:
+            continue
         open_ = ~state.locked
-        if not bool(open_.any()):  # the one host sync per round: is any slot left?
+        if config.mode == "paper" and not bool(open_.any()):  # the one host sync per round: is any slot left?
             break
-        rounds += open_.any(dim=1)
+        # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
+        rounds += locks_in_round[r - 1] if config.mode == "topk" else open_.any(dim=1)
         pred = backend.encode(movie, movie_valid, slot_inputs(movie, state.shots), open_, slot_valid)  # (B, J, D)
 
         def score(used):

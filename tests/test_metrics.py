@@ -52,10 +52,10 @@ def test_order_agreement_by_hand():
     assert order_agreement([9, 5, 2], TRUTH) == 0.0
 
 
-def test_order_agreement_with_tolerance_matches_nearest_true_shot():
-    # 10 -> 9 (slot 4), 4 -> 3 or 5: nearest is 3 (slot 1, the earlier on a tie), 8 -> 7 (slot 3)
+def test_order_agreement_with_tolerance_matches_one_to_one():
+    # the matching: 4 -> 3 (slot 1; 3 is the earlier of 3 and 5), 8 -> 7 (slot 3), 10 -> 9 (slot 4)
     assert order_agreement([10, 4, 8], TRUTH, tolerance=1) == pytest.approx(1 / 3)
-    # two predictions near the same true shot count it once
+    # two predictions near the same true shot: only one of them is matched to it
     assert order_agreement([4, 5], [5], tolerance=1) is None
 
 
