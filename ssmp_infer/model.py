@@ -10,6 +10,7 @@ tokens are removed from every attention key set, so they never change a real tok
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,8 @@ from .config import ModelConfig
 # Fourier features of a token's relative position (i / I, j / J): the trailer's order relates to
 # where a shot sits in the movie's arc, not to its absolute index.
 NUM_FRACTION_FREQS = 16
+# Sine/cosine features of a token's absolute index (local neighbourhoods: the shots of one scene).
+NUM_INDEX_FEATURES = 32
 
 
 def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -41,6 +44,21 @@ def fraction_features(valid: torch.Tensor) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def position_features(valid: torch.Tensor) -> torch.Tensor:
+    """(B, T) validity -> (B, T, P) unit-norm features of a token's index and of its fraction of the length.
+
+    Both parts are fixed functions with no maximum length; a learned linear map turns them into the
+    position embedding. Each part has norm 1/sqrt(2), so the whole vector has norm 1.
+    """
+    index = sinusoidal(torch.arange(valid.shape[1], device=valid.device), NUM_INDEX_FEATURES)  # (T, 32), norm 4
+    index = (index / math.sqrt(NUM_INDEX_FEATURES)).expand(valid.shape[0], -1, -1)
+    frac = fraction_features(valid) / math.sqrt(2 * NUM_FRACTION_FREQS)  # norm 1/sqrt(2)
+    return torch.cat([index, frac], dim=-1)
+
+
+NUM_POSITION_FEATURES = NUM_INDEX_FEATURES + 2 * NUM_FRACTION_FREQS
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -49,14 +67,21 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, prefix_kv=None):
+        """(output (B, T, d), this sequence's own (keys, values), each (B, H, T, hd)).
+
+        `prefix_kv`: keys and values of tokens that come before `x` and are not recomputed (the cached
+        movie under prefix attention); `x` reads them as well as itself.
+        """
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 × (B, H, T, hd)
-        # Bidirectional (no causal mask): every token sees every real token. KV-free: nothing is cached.
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_valid[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        own = (k, v)
+        if prefix_kv is not None:
+            k, v = torch.cat([prefix_kv[0], k], dim=2), torch.cat([prefix_kv[1], v], dim=2)
+        # Bidirectional (no causal mask); `attn_mask` (B, 1, T or 1, keys) removes padded keys and, under
+        # prefix attention, the slots from the movie tokens' key set.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C)), own
 
 
 class Block(nn.Module):
@@ -68,42 +93,91 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), key_valid))
-        return x + self.drop(self.mlp(self.ln2(x)))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, prefix_kv=None):
+        y, own_kv = self.attn(self.ln1(x), attn_mask, prefix_kv)
+        x = x + self.drop(y)
+        return x + self.drop(self.mlp(self.ln2(x))), own_kv
+
+
+@dataclass
+class MovieStates:
+    """What a prefix-attention model keeps of a movie: per layer, its shots' keys and values.
+
+    Under prefix attention movie tokens never read the slots, so these are exact for every round of
+    every trailer of this movie.
+    """
+
+    keys: list[torch.Tensor]  # n_layers × (B, H, I, hd)
+    values: list[torch.Tensor]  # n_layers × (B, H, I, hd)
+    movie_valid: torch.Tensor  # (B, I) bool
+
+    def repeat_interleave(self, k: int) -> "MovieStates":
+        """Each movie k times in a row: several slot sets (views, candidates) read one movie pass."""
+        rep = lambda ts: [t.repeat_interleave(k, dim=0) for t in ts]  # noqa: E731
+        return MovieStates(rep(self.keys), rep(self.values), self.movie_valid.repeat_interleave(k, dim=0))
+
+
+def attention_mask(movie_valid: torch.Tensor, slot_valid: torch.Tensor, movie_attention: str) -> torch.Tensor:
+    """Which keys each query reads: (B, 1, 1, I + J) for full attention, (B, 1, I + J, I + J) for prefix.
+
+    Padded keys are never read. Under "prefix" a movie token reads only movie tokens, so its states
+    are a function of the movie alone; a slot reads everything.
+    """
+    key_valid = torch.cat([movie_valid, slot_valid], dim=1)  # (B, I + J)
+    if movie_attention == "full":
+        return key_valid[:, None, None, :]
+    I, T = movie_valid.shape[1], key_valid.shape[1]
+    is_movie = torch.arange(T, device=key_valid.device) < I
+    reads = ~(is_movie[:, None] & ~is_movie[None, :])  # (T, T): query row, key column
+    return (key_valid[:, None, :] & reads)[:, None]
+
+
+# The position embedding starts this many times smaller than the content embedding (both have unit
+# inputs), so the first layer reads mostly what a shot shows, not where it sits; training can grow it.
+POSITION_INIT_SHRINK = 4.0
 
 
 class SSMPEncoder(nn.Module):
+    """Token input = in_proj(unit feature or MP) + type embedding + position embedding.
+
+    Positions: movie shots and trailer slots have their own learned linear maps of the same fixed
+    features (sin/cos of the absolute index and Fourier features of index / length). The features
+    are defined for any length, so a movie longer than any seen in training (8192 shots) still gets
+    distinct, bounded positions; the relative (fraction) part means a long movie's arc looks like a
+    short one's. Movie shot i and trailer slot j = i get different vectors (different maps).
+    """
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.mask_token = nn.Parameter(torch.randn(cfg.feature_dim) / math.sqrt(cfg.feature_dim))  # MP
         self.in_proj = nn.Linear(cfg.feature_dim, cfg.d_model)
         self.type_emb = nn.Embedding(2, cfg.d_model)  # 0: movie shot, 1: trailer slot
-        self.frac_proj = nn.Linear(2 * NUM_FRACTION_FREQS, cfg.d_model)
+        self.movie_pos = nn.Linear(NUM_POSITION_FEATURES, cfg.d_model, bias=False)
+        self.slot_pos = nn.Linear(NUM_POSITION_FEATURES, cfg.d_model, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.out_proj = nn.Linear(cfg.d_model, cfg.feature_dim)
         self.apply(self._init_weights)
+        # Unit input features map to content vectors of norm ~0.02·sqrt(d); these unit-norm position
+        # features map to vectors POSITION_INIT_SHRINK times shorter.
+        for pos in (self.movie_pos, self.slot_pos):
+            nn.init.normal_(pos.weight, std=0.02 / POSITION_INIT_SHRINK)
 
     @staticmethod
     def _init_weights(module: nn.Module):
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
     def embed(self, feats: torch.Tensor, valid: torch.Tensor, token_type: int) -> torch.Tensor:
         """(B, T, D) unit features -> (B, T, d) token states before the first block."""
-        positions = torch.arange(feats.shape[1], device=feats.device)
-        return (
-            self.in_proj(feats)
-            + self.type_emb.weight[token_type]
-            + sinusoidal(positions, self.cfg.d_model)
-            + self.frac_proj(fraction_features(valid))
-        )
+        position = self.movie_pos if token_type == 0 else self.slot_pos
+        return self.in_proj(feats) + self.type_emb.weight[token_type] + position(position_features(valid))
 
     def forward(
         self,
@@ -117,14 +191,42 @@ class SSMPEncoder(nn.Module):
         I = movie.shape[1]
         # Cosine is scale-free, so the encoder reads unit vectors: features of any norm look alike.
         movie = F.normalize(movie.float(), dim=-1)
+        h = torch.cat([self.embed(movie, movie_valid, 0), self.slot_tokens(slots, slot_masked, slot_valid)], dim=1)
+        h = self.drop(h)
+        mask = attention_mask(movie_valid, slot_valid, self.cfg.movie_attention)
+        for block in self.blocks:
+            h, _ = block(h, mask)
+        return self.out_proj(self.ln_f(h[:, I:]))  # (B, J, D)
+
+    def slot_tokens(self, slots: torch.Tensor, slot_masked: torch.Tensor, slot_valid: torch.Tensor) -> torch.Tensor:
+        """(B, J, D) slot inputs -> (B, J, d): unit features, or MP where masked, embedded."""
         slots = F.normalize(slots.float(), dim=-1)
         slots = torch.where(slot_masked[..., None], self.mask_token.to(slots.dtype), slots)
-        h = torch.cat([self.embed(movie, movie_valid, 0), self.embed(slots, slot_valid, 1)], dim=1)  # (B, I + J, d)
-        h = self.drop(h)
-        key_valid = torch.cat([movie_valid, slot_valid], dim=1)  # (B, I + J)
+        return self.embed(slots, slot_valid, 1)
+
+    def prepare(self, movie: torch.Tensor, movie_valid: torch.Tensor) -> MovieStates:
+        """One pass over the movie alone (prefix attention only): its per-layer keys and values."""
+        if self.cfg.movie_attention != "prefix":
+            raise ValueError("movie states are exact only under prefix attention; this model reads full attention")
+        h = self.drop(self.embed(F.normalize(movie.float(), dim=-1), movie_valid, 0))  # (B, I, d)
+        mask = movie_valid[:, None, None, :]
+        keys, values = [], []
         for block in self.blocks:
-            h = block(h, key_valid)
-        return self.out_proj(self.ln_f(h[:, I:]))  # (B, J, D)
+            h, (k, v) = block(h, mask)
+            keys.append(k)
+            values.append(v)
+        return MovieStates(keys, values, movie_valid)
+
+    def step(self, states: MovieStates, slots, slot_masked, slot_valid) -> torch.Tensor:
+        """Predicted slot features (B, J, D) from cached movie states: only the J slot rows are computed.
+
+        Equals `forward` on the same movie under prefix attention (tested).
+        """
+        h = self.drop(self.slot_tokens(slots, slot_masked, slot_valid))  # (B, J, d)
+        mask = torch.cat([states.movie_valid, slot_valid], dim=1)[:, None, None, :]
+        for block, k, v in zip(self.blocks, states.keys, states.values):
+            h, _ = block(h, mask, prefix_kv=(k, v))
+        return self.out_proj(self.ln_f(h))
 
 
 def score_logits(pred: torch.Tensor, movie: torch.Tensor, movie_valid: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -110,3 +110,97 @@ def test_bad_model_config_is_one_clear_error():
         ModelConfig(d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="unknown preset"):
         model_preset("huge")
+
+
+def test_content_dominates_position_at_initialisation():
+    """A shot's content, not its position, is what the first layer mostly reads (demo preset)."""
+    torch.manual_seed(0)
+    cfg = model_preset("demo")
+    model = SSMPEncoder(cfg)
+    I, J = 1909, 71
+    feats = torch.nn.functional.normalize(torch.randn(1, I, cfg.feature_dim), dim=-1)
+    from ssmp_infer.model import position_features
+
+    valid = torch.ones(1, I, dtype=torch.bool)
+    with torch.no_grad():
+        content = model.in_proj(feats).norm(dim=-1).mean()
+        movie_pos = model.movie_pos(position_features(valid)).norm(dim=-1).mean()
+        slot_pos = model.slot_pos(position_features(torch.ones(1, J, dtype=torch.bool))).norm(dim=-1).mean()
+    assert content > 3 * movie_pos and content > 3 * slot_pos, (content, movie_pos, slot_pos)
+
+
+def test_movie_and_slot_positions_differ():
+    model = tiny_model()
+    from ssmp_infer.model import position_features
+
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    with torch.no_grad():
+        movie, slot = model.movie_pos(position_features(valid)), model.slot_pos(position_features(valid))
+    assert (movie - slot).norm(dim=-1).min() > 0.1 * movie.norm(dim=-1).min()
+
+
+PREFIX = ModelConfig(**{**TINY.to_dict(), "movie_attention": "prefix"})
+
+
+def test_prefix_attention_movie_states_ignore_the_slots():
+    """Under prefix attention the movie tokens never read the slots: a slot's input changes the slot
+    outputs but not the movie's hidden states, so those can be computed once per trailer."""
+    model = tiny_model(cfg=PREFIX)
+    movie, mv, slots, masked, sv = random_inputs(I=10, J=4, D=PREFIX.feature_dim)
+    captured = []
+    hook = model.blocks[-1].register_forward_hook(lambda m, i, o: captured.append(o[0][:, :10].clone()))
+    out_a = model(movie, mv, slots, masked, sv)
+    out_b = model(movie, mv, torch.randn_like(slots), ~masked, sv)
+    hook.remove()
+    assert_close(captured[1], captured[0], atol=1e-6, rtol=0)
+    assert (out_a - out_b).abs().max() > 1e-4  # the slots themselves do read their inputs
+
+    full = tiny_model(cfg=TINY)
+    captured.clear()
+    hook = full.blocks[-1].register_forward_hook(lambda m, i, o: captured.append(o[0][:, :10].clone()))
+    full(movie, mv, slots, masked, sv)
+    full(movie, mv, torch.randn_like(slots), ~masked, sv)
+    hook.remove()
+    assert (captured[1] - captured[0]).abs().max() > 1e-4  # full attention: they do depend on the slots
+
+
+def test_prefix_attention_keeps_padding_invariance():
+    model = tiny_model(cfg=PREFIX)
+    D = PREFIX.feature_dim
+    a = random_inputs(I=9, J=3, D=D, seed=1)
+    b = random_inputs(I=17, J=6, D=D, seed=2)
+    alone = [model(*x)[0] for x in (a, b)]
+    I, J, poison = 17, 6, 1e4
+    batched = model(
+        torch.cat([pad_to(a[0], I, poison), b[0]]),
+        torch.cat([pad_to(a[1], I, False), b[1]]),
+        torch.cat([pad_to(a[2], J, -poison), b[2]]),
+        torch.cat([pad_to(a[3], J, False), b[3]]),
+        torch.cat([pad_to(a[4], J, False), b[4]]),
+    )
+    assert_close(batched[0, :3], alone[0], atol=1e-5, rtol=1e-4)
+    assert_close(batched[1], alone[1], atol=1e-5, rtol=1e-4)
+
+
+def test_prefix_prepare_then_step_equals_the_full_pass():
+    """The exact cache: movie keys/values from one pass over the movie, then only the slot rows."""
+    model = tiny_model(cfg=PREFIX)
+    D = PREFIX.feature_dim
+    a, b = random_inputs(I=9, J=3, D=D, seed=1), random_inputs(I=17, J=6, D=D, seed=2)
+    I, J = 17, 6
+    movie = torch.cat([pad_to(a[0], I, 1e4), b[0]])
+    movie_valid = torch.cat([pad_to(a[1], I, False), b[1]])
+    slots = torch.cat([pad_to(a[2], J, -1e4), b[2]])
+    slot_masked = torch.cat([pad_to(a[3], J, False), b[3]])
+    slot_valid = torch.cat([pad_to(a[4], J, False), b[4]])
+    full = model(movie, movie_valid, slots, slot_masked, slot_valid)
+    states = model.prepare(movie, movie_valid)
+    stepped = model.step(states, slots, slot_masked, slot_valid)
+    assert_close(stepped[0, :3], full[0, :3], atol=1e-5, rtol=1e-4)
+    assert_close(stepped[1], full[1], atol=1e-5, rtol=1e-4)
+    # several slot sets over one movie pass
+    twice = model.step(states.repeat_interleave(2), slots.repeat_interleave(2, 0), slot_masked.repeat_interleave(2, 0),
+                       slot_valid.repeat_interleave(2, 0))
+    assert_close(twice[3], full[1], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="prefix"):
+        tiny_model().prepare(movie, movie_valid)
