@@ -14,7 +14,16 @@ import sys
 
 import numpy as np
 
-from .config import DecodeConfig, MODES, PRESETS, TrainConfig, model_preset
+from .config import (
+    DEFAULT_MOVIE_ATTENTION,
+    MASK_SCHEDULES,
+    MODES,
+    MOVIE_ATTENTION,
+    PRESETS,
+    DecodeConfig,
+    model_preset,
+    train_preset,
+)
 from .errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -27,10 +36,24 @@ class ArgumentParser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}")
 
 
+SEED_LIMIT = 2**63  # seeds reach int64 tensors and hashes
+
+
+def seed_arg(text: str) -> int:
+    """argparse `type=` for every --seed: an integer in [0, 2^63)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}; expected an integer from 0 to 2^63 - 1") from None
+    if not 0 <= seed < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"seed {seed} is out of range; expected an integer from 0 to 2^63 - 1")
+    return seed
+
+
 def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default="paper", help="decoding: paper (SSMP) or topk (MaskGIT)")
     p.add_argument("--steps", type=int, default=None, help="topk: rounds (default 12); paper: round cap (default 32)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0, help="in [0, 2^63)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 
 
@@ -74,6 +97,8 @@ def cmd_eval(args) -> None:
 
     if args.tolerance < 0:
         raise InputError(f"--tolerance must be 0 or more, got {args.tolerance}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.model is not None and args.method == "random":
         raise InputError("give either --model or --method random, not both")
     if args.method == "random":
@@ -105,24 +130,33 @@ def cmd_eval(args) -> None:
 def cmd_train(args) -> None:
     from .train import train
 
-    model_config = model_preset(args.preset)
-    cfg = TrainConfig(
-        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, max_minutes=args.max_minutes, seed=args.seed
+    model_config = model_preset(args.preset, movie_attention=args.movie_attention)
+    cfg = train_preset(
+        args.preset,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        device=args.device,
+        mask_schedule=args.mask_schedule,
     )
     print(json.dumps(train(args.data, args.out, model_config, cfg, force=args.force)))
 
 
 def cmd_synth(args) -> None:
-    from .synth import write_dataset
+    from .synth import shot_range, write_dataset
 
+    min_shots, max_shots = shot_range(args.shots, args.min_shots, args.max_shots)
     summary = write_dataset(
         args.out,
         movies=args.movies,
         seed=args.seed,
         test_fraction=args.test_fraction,
-        min_shots=args.min_shots,
-        max_shots=args.max_shots,
+        min_shots=min_shots,
+        max_shots=max_shots,
         force=args.force,
+        world_seed=args.world_seed,
     )
     print(json.dumps(summary))
 
@@ -155,22 +189,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data root in the CMTD layout (uses its train split)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long and save")
-    p.add_argument("--batch-size", type=int, default=5)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--movie-attention", choices=MOVIE_ATTENTION, default=DEFAULT_MOVIE_ATTENTION,
+                   help="full: the paper's; prefix: movie tokens read only the movie (exact state reuse)")
+    p.add_argument("--mask-schedule", choices=MASK_SCHEDULES, default="self-paced")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the train split (default: the preset's)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="time budget: the schedule is planned to fit it, then training stops cleanly and saves")
+    p.add_argument("--batch-size", type=int, default=None, help="movies per step (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    p.add_argument("--seed", type=seed_arg, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]: the whole step runs there")
     p.add_argument("--force", action="store_true", help="overwrite a model already in --out")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("synth", help="write a synthetic data set in the CMTD layout")
     p.add_argument("--out", required=True, help="data root to create")
     p.add_argument("--movies", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="draws the movies (and the world), in [0, 2^63)")
+    p.add_argument("--world-seed", type=int, default=None,
+                   help="draw the world from this seed instead of --seed: fresh movies of a known world")
     p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--min-shots", type=int, default=160)
-    p.add_argument("--max-shots", type=int, default=480)
-    p.add_argument("--force", action="store_true", help="replace the train/ and test/ folders of a non-empty --out")
+    p.add_argument("--shots", default=None, help="shots per movie, LO-HI or N (default 1400-2400, about CMTD's 1909)")
+    p.add_argument("--min-shots", type=int, default=None, help="lower end of --shots")
+    p.add_argument("--max-shots", type=int, default=None, help="upper end of --shots")
+    p.add_argument("--force", action="store_true", help="replace train/, test/ and ceiling.json in a non-empty --out")
     p.set_defaults(func=cmd_synth)
     return parser
 

@@ -10,6 +10,10 @@ from .errors import InputError
 # CMTD trailers hold about 3.7% of their movie's shots (60-80 of ~1909); the default trailer length.
 DEFAULT_TRAILER_FRACTION = 0.037
 
+MOVIE_ATTENTION = ("full", "prefix")
+DEFAULT_MOVIE_ATTENTION = "full"
+MASK_SCHEDULES = ("self-paced", "uniform", "linear-asc", "linear-desc")
+
 
 @dataclass
 class ModelConfig:
@@ -23,16 +27,36 @@ class ModelConfig:
     dropout: float = 0.1
     # tau in P = softmax_i(cos(v̂_j, m_i) / tau); fixed, shared by training and decoding.
     temperature: float = 0.05
+    # "full": every token attends to every token (the paper). "prefix": movie tokens attend only to
+    # movie tokens, slots to all, so the movie's states do not depend on the slots (an exact cache).
+    movie_attention: str = "full"
     head_dim: int = field(init=False)
 
     def __post_init__(self):
-        for name in ("feature_dim", "d_model", "n_layers", "n_heads", "d_ff"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"model config: {name} must be positive, got {getattr(self, name)}")
+        # A checkpoint's config.json is user input: types before any arithmetic, sizes before any allocation.
+        kinds = {"int": (int, "an integer"), "float": ((int, float), "a number"), "str": (str, "a string")}
+        for f in (f for f in dataclasses.fields(self) if f.init):
+            kind, value = kinds.get(getattr(f.type, "__name__", f.type)), getattr(self, f.name)
+            if kind is not None and (isinstance(value, bool) or not isinstance(value, kind[0])):
+                raise InputError(
+                    f"model config: {f.name} must be {kind[1]}, got {repr(value)[:40]} ({type(value).__name__})"
+                )
+        # Far above any model this code trains (the paper's is 1024 wide, 4 layers deep), far below a
+        # typo's 2^20 that would try to allocate terabytes.
+        limits = {"feature_dim": 65536, "d_model": 16384, "n_layers": 256, "n_heads": 1024, "d_ff": 65536}
+        for name, limit in limits.items():
+            if not 1 <= getattr(self, name) <= limit:
+                raise InputError(f"model config: {name} must be from 1 to {limit}, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise InputError(f"model config: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if not self.temperature > 0:
-            raise InputError(f"model config: temperature must be positive, got {self.temperature}")
+        if not 0 < self.temperature < float("inf"):
+            raise InputError(f"model config: temperature must be positive and finite, got {self.temperature}")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+        if self.movie_attention not in MOVIE_ATTENTION:
+            raise InputError(
+                f"model config: movie_attention must be one of {list(MOVIE_ATTENTION)}, got {self.movie_attention!r}"
+            )
         self.head_dim = self.d_model // self.n_heads
 
     def to_dict(self) -> dict:
@@ -40,6 +64,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise InputError(f"model config must be an object of fields, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = set(d) - known
         if unknown:
@@ -59,6 +85,14 @@ def model_preset(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def train_preset(name: str, **overrides) -> "TrainConfig":
+    """The training defaults that suit a model preset; `None` overrides keep the preset's value."""
+    if name not in TRAIN_PRESETS:
+        raise InputError(f"unknown preset {name!r}; expected one of {sorted(TRAIN_PRESETS)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return TrainConfig(**{**TRAIN_PRESETS[name], **given})
 
 
 MODES = ("paper", "topk")
@@ -103,6 +137,11 @@ class TrainConfig:
     epochs: int = 100
     max_minutes: float | None = None
     seed: int = 0
+    device: str = "auto"
+    mask_schedule: str = "self-paced"
+    # Differently masked copies of each trailer per step. Under prefix attention they share one movie
+    # pass (cheap); under full attention each is a whole pass. None: 4 for prefix, 1 for full.
+    views: int | None = None
     # Self-paced mask ratio (paper's reported values).
     t_min: float = 0.1
     t_max: float = 1.0
@@ -120,6 +159,18 @@ class TrainConfig:
             raise InputError(f"--epochs must be at least 1, got {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise InputError(f"--max-minutes must be positive, got {self.max_minutes}")
+        if self.views is not None and self.views < 1:
+            raise InputError(f"--views must be at least 1, got {self.views}")
+        if self.mask_schedule not in MASK_SCHEDULES:
+            raise InputError(f"unknown mask schedule {self.mask_schedule!r}; expected one of {list(MASK_SCHEDULES)}")
         if not 0 < self.t_min <= self.t_max <= 1:
             raise InputError(f"need 0 < t_min <= t_max <= 1, got {self.t_min}, {self.t_max}")
         self.betas = tuple(self.betas)
+
+
+TRAIN_PRESETS = {
+    # As the paper reports for its 34M-parameter model: AdamW lr 1e-4, batch 5.
+    "paper": dict(lr=1e-4, batch_size=5, epochs=100),
+    # The small model learns faster with a larger step (measured; see README).
+    "demo": dict(lr=5e-4, batch_size=5, epochs=100),
+}

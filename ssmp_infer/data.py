@@ -136,14 +136,16 @@ def load_split(root: str | Path, split: str, feature_dim: int | None = None) -> 
     return examples
 
 
-def pad_batch(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (n_k, D) arrays into zero-padded (B, N, D) float32 and a (B, N) validity mask."""
-    n = max(a.shape[0] for a in arrays)
-    out = torch.zeros(len(arrays), n, arrays[0].shape[1])
-    valid = torch.zeros(len(arrays), n, dtype=torch.bool)
-    for k, a in enumerate(arrays):
-        out[k, : a.shape[0]] = torch.from_numpy(a)
-        valid[k, : a.shape[0]] = True
+def pad_batch(arrays: list, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (n_k, D) arrays or tensors into zero-padded (B, N, D) float32 and a (B, N) validity mask."""
+    rows = [torch.as_tensor(a) for a in arrays]
+    device = rows[0].device if device is None else device
+    n = max(r.shape[0] for r in rows)
+    out = torch.zeros(len(rows), n, rows[0].shape[1], device=device)
+    valid = torch.zeros(len(rows), n, dtype=torch.bool, device=device)
+    for k, r in enumerate(rows):
+        out[k, : r.shape[0]] = r
+        valid[k, : r.shape[0]] = True
     return out, valid
 
 
@@ -156,9 +158,11 @@ def slot_inputs(movie: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
     return movie.gather(1, shots.clamp(min=0)[..., None].expand(-1, -1, movie.shape[-1]))
 
 
-def pad_targets(targets: list[np.ndarray]) -> torch.Tensor:
+def pad_targets(targets: list, device: torch.device | str | None = None) -> torch.Tensor:
     """(B, J) int64 targets, -1 in padded slots."""
-    out = torch.full((len(targets), max(len(t) for t in targets)), -1, dtype=torch.int64)
-    for k, t in enumerate(targets):
-        out[k, : len(t)] = torch.from_numpy(t)
+    rows = [torch.as_tensor(t) for t in targets]
+    device = rows[0].device if device is None else device
+    out = torch.full((len(rows), max(len(r) for r in rows)), -1, dtype=torch.int64, device=device)
+    for k, r in enumerate(rows):
+        out[k, : len(r)] = r
     return out

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,14 +42,18 @@ class Trailer:
 
 
 def resolve_device(device: str) -> torch.device:
+    """auto (CUDA when there is one), cpu, or cuda[:N]; anything else is one clear error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} was asked for but this PyTorch has no CUDA device")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r}; expected auto, cpu or cuda[:N]") from None
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise InputError(f"unknown device {device!r}; expected auto, cpu or cuda[:N]")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} was asked for but this PyTorch has no CUDA device")
+        index = torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(device)
 
 
 class Engine:

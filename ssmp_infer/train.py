@@ -1,14 +1,20 @@
-"""Self-paced masked training.
+"""Masked training with a self-paced mask ratio.
 
-Each step masks a fraction t of every trailer's slots (at least one), asks the encoder for the masked
-slots' features, and takes the cross-entropy of the target shot g_j under P = softmax_i(cos(v̂_j, m_i)/tau).
+Each step masks part of every trailer's slots (at least one), asks the encoder for the masked slots'
+features, and takes the cross-entropy of the target shot g_j under P = softmax_i(cos(v̂_j, m_i)/tau).
 Unmasked slots hold the feature of their target movie shot, exactly what decoding feeds a locked slot.
 
-The mask ratio t follows the model's competence, the batch accuracy a on masked slots (paper's rule):
-    b ← μa·a + (1−μa)·b
-    t̃ ← μt·t + (1−μt)·(t_min + (t_max − t_min)·sigmoid(β·(b − 0.5)))
-    t ← max(t, t̃)
-so training starts on nearly complete trailers and the ratio never falls.
+How much is masked: a schedule sets a ceiling t on the mask ratio and every example draws its own
+ratio uniformly from [t_min, t]. Drawing below the ceiling keeps the easy ratios in view while t rises,
+and once t reaches t_max training covers every ratio decoding meets: its first round has every slot
+masked, its last rounds one or two. Schedules (`TrainConfig.mask_schedule`):
+- "self-paced" (the paper): t follows the model's competence, see `SelfPacedRatio`;
+- "uniform": t = t_max from the start (no curriculum);
+- "linear-asc" / "linear-desc": t moves linearly with training progress from t_min to t_max / back.
+
+A time budget (`max_minutes`) shapes the schedule: the learning rate's warm-up and cosine decay, and
+the linear mask schedules, run on progress = max(steps / planned steps, elapsed / budget), where the
+planned steps come from the step rate measured over the first steps.
 """
 
 from __future__ import annotations
@@ -30,48 +36,139 @@ from .data import Example, load_split, pad_batch, pad_targets, slot_inputs
 from .errors import InputError
 from .model import SSMPEncoder, num_parameters, score_logits
 
+# Steps timed before a time budget is turned into a planned step count (the first steps are skipped:
+# they pay for allocator warm-up).
+RATE_PROBE_STEPS, RATE_SKIP_STEPS = 12, 2
+# Trailer views per movie pass under prefix attention (see `masked_loss`).
+PREFIX_VIEWS = 4
+
 
 @dataclass
 class SelfPacedRatio:
-    t: float  # current mask ratio
+    """The paper's self-paced mask ratio, with every μ the weight on the old value (an EMA):
+
+        b ← μa·b + (1−μa)·a                                          smoothed competence
+        t̃ ← μt·t + (1−μt)·(t_min + (t_max − t_min)·sigmoid(β·(b − 0.5)))
+        t ← max(t, t̃)                                                 the ratio never falls
+
+    With μa = 0.98 one batch moves b by at most 2%, so b averages the last ~50 batches' accuracy a
+    and one lucky batch cannot set the ratio for good (the other reading, b ← 0.98·a + 0.02·b, keeps
+    almost no memory). μt = 0.1 lets t follow t̃ within a few steps: the smoothing is in b.
+    """
+
+    t: float  # current ceiling of the mask ratio
     b: float = 0.0  # smoothed masked-slot accuracy
 
     def update(self, accuracy: float, cfg: TrainConfig) -> float:
-        self.b = cfg.mu_a * accuracy + (1 - cfg.mu_a) * self.b
+        self.b = cfg.mu_a * self.b + (1 - cfg.mu_a) * accuracy
         target = cfg.t_min + (cfg.t_max - cfg.t_min) / (1 + math.exp(-cfg.beta * (self.b - 0.5)))
         self.t = max(self.t, cfg.mu_t * self.t + (1 - cfg.mu_t) * target)
         return self.t
 
 
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over the first `warmup_fraction` of steps, then cosine decay to zero."""
-    warmup = max(1, round(cfg.warmup_fraction * total))
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def mask_ceiling(cfg: TrainConfig, pace: SelfPacedRatio, progress: float) -> float:
+    """The ceiling t of the mask ratio at this point of training, for every schedule."""
+    span = cfg.t_max - cfg.t_min
+    if cfg.mask_schedule == "self-paced":
+        return pace.t
+    if cfg.mask_schedule == "uniform":
+        return cfg.t_max
+    if cfg.mask_schedule == "linear-asc":
+        return cfg.t_min + span * progress
+    return cfg.t_max - span * progress  # linear-desc
 
 
-def sample_slot_mask(slot_valid: torch.Tensor, ratio: float, generator: torch.Generator) -> torch.Tensor:
-    """Mask round(ratio · J) of each trailer's real slots (at least one), chosen uniformly."""
+def lr_at(progress: float, cfg: TrainConfig) -> float:
+    """Linear warm-up over the first `warmup_fraction` of training, then cosine decay to zero."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < cfg.warmup_fraction:
+        return cfg.lr * max(progress / cfg.warmup_fraction, 1e-3)
+    decay = (progress - cfg.warmup_fraction) / max(1e-9, 1 - cfg.warmup_fraction)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * decay))
+
+
+def sample_slot_mask(slot_valid: torch.Tensor, ratios: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mask round(ratio_b · J_b) of trailer b's real slots (at least one), chosen uniformly."""
     lengths = slot_valid.sum(dim=1)
-    count = (lengths.float() * ratio).round().clamp(min=1).long()
-    noise = torch.rand(slot_valid.shape, generator=generator).masked_fill(~slot_valid, 2.0)
+    count = (lengths.float() * ratios).round().clamp(min=1).long()
+    noise = torch.rand(slot_valid.shape, generator=generator, device=slot_valid.device).masked_fill(~slot_valid, 2.0)
     rank = noise.argsort(dim=1).argsort(dim=1)  # a random rank per slot, real slots first
     return rank < count[:, None]
 
 
-def masked_loss(model: SSMPEncoder, examples: list[Example], ratio: float, generator: torch.Generator):
-    """(loss, accuracy on masked slots) for one batch."""
-    movie, movie_valid = pad_batch([e.movie for e in examples])
-    targets = pad_targets([e.targets for e in examples])  # (B, J), -1 in padded slots
+def sample_ratios(batch: int, t_min: float, ceiling: float, generator: torch.Generator, device) -> torch.Tensor:
+    """(B,) per-example mask ratios, uniform in [t_min, ceiling]."""
+    ceiling = max(ceiling, t_min)
+    return t_min + (ceiling - t_min) * torch.rand(batch, generator=generator, device=device)
+
+
+def masked_loss(model: SSMPEncoder, examples: list[Example], ratios, generator: torch.Generator, views: int = 1):
+    """(loss, accuracy on masked slots as a 0-d tensor) for one batch.
+
+    `ratios`: a float or one per trailer view, (B · views,). Under prefix attention each movie's pass
+    is shared by `views` differently masked copies of its trailer (the movie's states do not depend
+    on the slots), so more of the trailer is supervised for little more compute; under full
+    attention each view is its own pass.
+    """
+    device = next(model.parameters()).device
+    movie, movie_valid = pad_batch([e.movie for e in examples], device)
+    targets = pad_targets([e.targets for e in examples], device)  # (B, J), -1 in padded slots
+    slot_in = slot_inputs(movie, targets)  # (B, J, D): unmasked slots hold m_{g_j}
+    if views > 1:
+        targets, slot_in = targets.repeat_interleave(views, 0), slot_in.repeat_interleave(views, 0)
     slot_valid = targets >= 0
-    masked = sample_slot_mask(slot_valid, ratio, generator)
-    pred = model(movie, movie_valid, slot_inputs(movie, targets), masked, slot_valid)  # (B, J, D); slots hold m_{g_j}
-    logits = score_logits(pred, movie, movie_valid, model.cfg.temperature)[masked]  # (masked slots, I)
+    ratios = torch.as_tensor(ratios, dtype=torch.float32, device=device).expand(len(targets))
+    masked = sample_slot_mask(slot_valid, ratios, generator)
+    movie_rep, valid_rep = movie.repeat_interleave(views, 0), movie_valid.repeat_interleave(views, 0)
+    if model.cfg.movie_attention == "prefix":
+        pred = model.step(model.prepare(movie, movie_valid).repeat_interleave(views), slot_in, masked, slot_valid)
+    else:
+        pred = model(movie_rep, valid_rep, slot_in, masked, slot_valid)  # (B · views, J, D)
+    logits = score_logits(pred, movie_rep, valid_rep, model.cfg.temperature)[masked]  # (masked slots, I)
     loss = F.cross_entropy(logits, targets[masked])
     accuracy = (logits.argmax(dim=-1) == targets[masked]).float().mean()
-    return loss, float(accuracy)
+    return loss, accuracy.detach()
+
+
+class StepPlan:
+    """How far training has come, in steps and, under a time budget, in time."""
+
+    def __init__(self, planned_steps: int, max_minutes: float | None):
+        self.planned = planned_steps
+        self.budget_s = None if max_minutes is None else 60.0 * max_minutes
+        self.start = time.monotonic()
+        self.probe_start: float | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def progress(self, step: int) -> float:
+        by_steps = step / self.planned
+        return by_steps if self.budget_s is None else max(by_steps, self.elapsed() / self.budget_s)
+
+    def done(self, step: int) -> bool:
+        return step >= self.planned or (self.budget_s is not None and self.elapsed() >= self.budget_s)
+
+    def after_step(self, step: int) -> int | None:
+        """Re-plan the step count from the measured rate once; return the new plan when it changed."""
+        if self.budget_s is None or step > RATE_SKIP_STEPS + RATE_PROBE_STEPS:
+            return None
+        if step == RATE_SKIP_STEPS:
+            self.probe_start = time.monotonic()
+        elif step == RATE_SKIP_STEPS + RATE_PROBE_STEPS:
+            rate = RATE_PROBE_STEPS / (time.monotonic() - self.probe_start)
+            fits = step + int(rate * (self.budget_s - self.elapsed()))
+            self.planned = max(step + 1, min(self.planned, fits))
+            return self.planned
+        return None
+
+
+def to_device(examples: list[Example], device: torch.device) -> list[Example]:
+    """Move every movie and target onto the training device once, not once per step."""
+    return [
+        Example(e.name, torch.from_numpy(e.movie).to(device), e.trailer, torch.from_numpy(e.targets).to(device))
+        for e in examples
+    ]
 
 
 def train(
@@ -83,13 +180,17 @@ def train(
     log: TextIO = sys.stderr,
     log_every_s: float = 10.0,
 ) -> dict:
+    from .engine import resolve_device
+
     out_dir = Path(out_dir)
     check_checkpoint_dir(out_dir, force)  # fail before training, not after
-    examples = load_split(data_root, "train", model_config.feature_dim)
+    device = resolve_device(cfg.device)
+    examples = to_device(load_split(data_root, "train", model_config.feature_dim), device)
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     order_rng = np.random.default_rng(cfg.seed)
-    model = SSMPEncoder(model_config).train()
+    model = SSMPEncoder(model_config).to(device).train()
+    views = cfg.views or (PREFIX_VIEWS if model_config.movie_attention == "prefix" else 1)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -98,61 +199,81 @@ def train(
         betas=cfg.betas,
     )
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    plan = StepPlan(cfg.epochs * steps_per_epoch, cfg.max_minutes)
     pace = SelfPacedRatio(t=cfg.t_min)
+    budget = "" if cfg.max_minutes is None else f", at most {cfg.max_minutes:g} min"
     print(
-        f"training {num_parameters(model) / 1e6:.2f}M parameters on {len(examples)} movies, "
-        f"{total} steps ({cfg.epochs} epochs of {steps_per_epoch})",
+        f"training {num_parameters(model) / 1e6:.2f}M parameters ({model_config.movie_attention} attention) on "
+        f"{len(examples)} movies, {views} trailer view(s) per movie, device {device}, mask schedule {cfg.mask_schedule}: up to {plan.planned} steps "
+        f"({cfg.epochs} epochs of {steps_per_epoch}){budget}",
         file=log,
         flush=True,
     )
-    start = last_log = time.monotonic()
+    last_log = time.monotonic()
     recent: list[tuple[float, float]] = []
-    step, stopped_early = 0, False
-    while step < total:
-        perm = order_rng.permutation(len(examples))
-        for k in range(0, len(perm), cfg.batch_size):
-            if step >= total:
-                break
-            if cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes:
-                stopped_early = True
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, cfg)
-            loss, accuracy = masked_loss(model, [examples[i] for i in perm[k : k + cfg.batch_size]], pace.t, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            pace.update(accuracy, cfg)
-            recent = (recent + [(loss.item(), accuracy)])[-50:]
-            step += 1
-            now = time.monotonic()
-            if now - last_log >= log_every_s or step == total:
-                last_log = now
-                mean_loss, mean_acc = np.mean(recent, axis=0)
-                print(
-                    f"step {step}/{total}  loss {mean_loss:.3f}  acc {mean_acc:.3f}  mask {pace.t:.3f}  "
-                    f"lr {lr_at(step - 1, total, cfg):.1e}  {now - start:.0f}s",
-                    file=log,
-                    flush=True,
-                )
-        if stopped_early:
-            print(f"--max-minutes {cfg.max_minutes} reached at step {step}; saving", file=log, flush=True)
-            break
+    step = 0
+    batches = iter(())
+    while not plan.done(step):
+        batch = next(batches, None)
+        if batch is None:  # a new epoch: a new order
+            perm = order_rng.permutation(len(examples))
+            batches = iter([perm[k : k + cfg.batch_size] for k in range(0, len(perm), cfg.batch_size)])
+            continue
+        progress = plan.progress(step)
+        lr = lr_at(progress, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        ceiling = mask_ceiling(cfg, pace, progress)
+        ratios = sample_ratios(len(batch) * views, cfg.t_min, ceiling, generator, device)
+        loss, accuracy = masked_loss(model, [examples[i] for i in batch], ratios, generator, views)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        accuracy = float(accuracy)
+        pace.update(accuracy, cfg)
+        recent = (recent + [(float(loss.detach()), accuracy)])[-50:]
+        step += 1
+        replanned = plan.after_step(step)
+        if replanned is not None:
+            print(
+                f"planned {replanned} steps to fit --max-minutes {cfg.max_minutes:g} "
+                f"(measured {RATE_PROBE_STEPS} steps); warm-up and decay span them",
+                file=log,
+                flush=True,
+            )
+        now = time.monotonic()
+        if now - last_log >= log_every_s or plan.done(step):
+            last_log = now
+            mean_loss, mean_acc = np.mean(recent, axis=0)
+            print(
+                f"step {step}/{plan.planned}  loss {mean_loss:.3f}  acc {mean_acc:.3f}  mask ceiling {ceiling:.3f}  "
+                f"lr {lr:.1e}  {plan.elapsed():.0f}s",
+                file=log,
+                flush=True,
+            )
     if step == 0:
         raise InputError("training stopped before its first step; raise --max-minutes")
+    stopped_early = step < plan.planned
+    if stopped_early:
+        print(f"--max-minutes {cfg.max_minutes:g} reached at step {step}; saving", file=log, flush=True)
     mean_loss, mean_acc = np.mean(recent, axis=0)
-    final = {"loss": float(mean_loss), "accuracy": float(mean_acc), "mask_ratio": pace.t, "smoothed_accuracy": pace.b}
+    final = {
+        "loss": float(mean_loss),
+        "accuracy": float(mean_acc),
+        "mask_ceiling": mask_ceiling(cfg, pace, plan.progress(step)),
+        "smoothed_accuracy": pace.b,
+    }
     provenance = {
         "data": str(data_root),
         "split": "train",
         "movies": len(examples),
         "steps": step,
-        "planned_steps": total,
+        "planned_steps": plan.planned,
         "stopped_early": stopped_early,
         "seed": cfg.seed,
-        "minutes": round((time.monotonic() - start) / 60, 2),
+        "device": str(device),
+        "minutes": round(plan.elapsed() / 60, 2),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "final": final,
     }

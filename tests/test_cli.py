@@ -92,7 +92,9 @@ def test_run_bundled_model_on_the_example():
 def test_bundled_model_beats_random_on_fresh_synthetic_movies(tmp_path):
     """The shipped weights are trained: on movies it never saw, it picks the rule's shots far above chance."""
     root = tmp_path / "fresh"
-    ok(cli("synth", "--out", root, "--movies", 8, "--seed", 12345, "--test-fraction", 0.5, "--max-shots", 300))
+    # fresh movies (--seed) of the world the bundled model was trained in (--world-seed)
+    ok(cli("synth", "--out", root, "--movies", 8, "--seed", 12345, "--world-seed", 0, "--test-fraction", 0.5,
+           "--shots", "160-300"))
     ssmp = json.loads(ok(cli("eval", "--data", root)).splitlines()[-1])
     rand = json.loads(ok(cli("eval", "--data", root, "--method", "random")).splitlines()[-1])
     assert set(ssmp) >= EVAL_KEYS and ssmp["movies"] == rand["movies"] == 4
@@ -257,7 +259,7 @@ def test_train_writes_a_checkpoint_and_never_clobbers_it(tiny_data, tmp_path):
     meta = json.loads((out / "config.json").read_text())
     assert meta["feature_dim"] == 1024 and meta["model"]["d_model"] == 192  # the demo preset
     assert meta["training"]["data"] == str(tiny_data) and meta["training"]["seed"] == 4
-    assert meta["training"]["steps"] == 2 and set(meta["training"]["final"]) >= {"loss", "accuracy", "mask_ratio"}
+    assert meta["training"]["steps"] == 2 and set(meta["training"]["final"]) >= {"loss", "accuracy", "mask_ceiling"}
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
 
     weights = (out / "model.safetensors").read_bytes()
@@ -276,6 +278,20 @@ def test_train_max_minutes_stops_cleanly_and_saves(tiny_data, tmp_path):
     assert "max-minutes" in result.stderr
     training = json.loads((out / "config.json").read_text())["training"]
     assert training["stopped_early"] and 1 <= training["steps"] < training["planned_steps"] == 1000
+
+
+def test_train_options_reach_the_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "model"
+    args = ("--epochs", 1, "--movie-attention", "prefix", "--mask-schedule", "linear-desc", "--device", "cpu")
+    ok(cli("train", "--data", tiny_data, "--out", out, *args))
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["model"]["movie_attention"] == "prefix"
+    assert meta["training"]["config"]["mask_schedule"] == "linear-desc" and meta["training"]["device"] == "cpu"
+    movie = tiny_data / "test" / "movie_shot_embs" / "movie_0005.npy"
+    assert json.loads(ok(cli("run", movie, "--model", out, "--length", 3)))["length"] == 3
+    for bad, word in (("--mask-schedule", "uniformly"), ("--movie-attention", "causal"), ("--device", "tpu")):
+        assert_clean_failure(cli("train", "--data", tiny_data, "--out", tmp_path / "m2", bad, word), word)
+    assert not (tmp_path / "m2").exists()
 
 
 def test_train_rejects_bad_input(tmp_path):

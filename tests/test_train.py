@@ -1,6 +1,7 @@
 import io
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +11,17 @@ from ssmp_infer.checkpoint import load_checkpoint
 from ssmp_infer.config import ModelConfig, TrainConfig
 from ssmp_infer.data import load_split
 from ssmp_infer.synth import write_dataset
-from ssmp_infer.train import SelfPacedRatio, lr_at, masked_loss, sample_slot_mask, train
+from ssmp_infer.config import MASK_SCHEDULES
+from ssmp_infer.train import (
+    SelfPacedRatio,
+    StepPlan,
+    lr_at,
+    mask_ceiling,
+    masked_loss,
+    sample_ratios,
+    sample_slot_mask,
+    train,
+)
 
 PAPER = TrainConfig()  # t_min 0.1, t_max 1, beta 10, mu_a 0.98, mu_t 0.1
 
@@ -18,10 +29,20 @@ PAPER = TrainConfig()  # t_min 0.1, t_max 1, beta 10, mu_a 0.98, mu_t 0.1
 def test_self_paced_update_by_hand():
     pace = SelfPacedRatio(t=0.1, b=0.0)
     pace.update(0.8, PAPER)
-    b = 0.98 * 0.8
+    b = 0.02 * 0.8  # mu_a = 0.98 is the weight on the old value
     t_tilde = 0.1 * 0.1 + 0.9 * (0.1 + 0.9 / (1 + math.exp(-10 * (b - 0.5))))
     assert pace.b == pytest.approx(b)
-    assert pace.t == pytest.approx(t_tilde)
+    assert pace.t == pytest.approx(max(0.1, t_tilde))
+
+
+def test_one_lucky_batch_moves_competence_by_at_most_one_minus_mu_a():
+    pace = SelfPacedRatio(t=PAPER.t_min)
+    for _ in range(100):
+        pace.update(0.0, PAPER)
+    before_b, before_t = pace.b, pace.t
+    pace.update(1.0, PAPER)
+    assert pace.b - before_b <= 1 - PAPER.mu_a + 1e-12
+    assert pace.t - before_t < 0.01  # one perfect batch cannot set the ratio for good
 
 
 def test_self_paced_ratio_never_decreases():
@@ -32,49 +53,89 @@ def test_self_paced_ratio_never_decreases():
     assert PAPER.t_min <= history[0] and history[-1] <= PAPER.t_max
     # a fall in accuracy after a rise leaves the ratio where it was
     pace = SelfPacedRatio(t=PAPER.t_min)
-    for _ in range(20):
+    for _ in range(300):
         pace.update(0.9, PAPER)
     high = pace.t
-    for _ in range(20):
+    for _ in range(300):
         pace.update(0.0, PAPER)
     assert pace.t == high
 
 
-def test_self_paced_ratio_rises_with_accuracy():
+def test_self_paced_ratio_follows_smoothed_accuracy():
     final = {}
     for accuracy in (0.0, 0.3, 0.5, 0.7, 0.95):
         pace = SelfPacedRatio(t=PAPER.t_min)
-        for _ in range(30):
-            pace.update(accuracy, PAPER)
-        final[accuracy] = pace.t
-    ratios = [final[a] for a in sorted(final)]
+        history = [pace.update(accuracy, PAPER) for _ in range(400)]
+        final[accuracy] = (history[9], pace.t)
+    ratios = [final[a][1] for a in sorted(final)]
     assert all(b > a for a, b in zip(ratios, ratios[1:]))
-    assert final[0.0] < 0.11  # an incompetent model stays near t_min
-    assert final[0.95] > 0.95  # a competent one is asked to fill nearly the whole trailer
+    assert final[0.0][1] < 0.11  # an incompetent model stays near t_min
+    assert final[0.95][1] > 0.95  # a competent one is asked to fill nearly the whole trailer
+    assert final[0.95][0] < 0.2  # ... but only after the average has caught up, not after 10 batches
+
+
+@pytest.mark.parametrize("schedule", MASK_SCHEDULES)
+def test_mask_schedules(schedule):
+    cfg = TrainConfig(mask_schedule=schedule)
+    pace = SelfPacedRatio(t=0.37)
+    ceilings = [mask_ceiling(cfg, pace, p) for p in (0.0, 0.5, 1.0)]
+    expected = {
+        "self-paced": [0.37, 0.37, 0.37],
+        "uniform": [1.0, 1.0, 1.0],
+        "linear-asc": [0.1, 0.55, 1.0],
+        "linear-desc": [1.0, 0.55, 0.1],
+    }[schedule]
+    assert ceilings == pytest.approx(expected)
+
+
+def test_ratios_are_drawn_up_to_the_ceiling():
+    g = torch.Generator().manual_seed(0)
+    ratios = sample_ratios(4000, 0.1, 0.8, g, "cpu")
+    assert float(ratios.min()) >= 0.1 and float(ratios.max()) <= 0.8
+    assert abs(float(ratios.mean()) - 0.45) < 0.02
+    assert float((ratios > 0.7).float().mean()) > 0.1  # the high ratios decoding meets are covered
 
 
 def test_lr_schedule_warms_up_then_decays():
     cfg = TrainConfig(lr=1e-3, warmup_fraction=0.1)
-    lrs = [lr_at(s, 100, cfg) for s in range(100)]
-    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
-    assert all(b > a for a, b in zip(lrs[:10], lrs[1:10]))
+    lrs = [lr_at(s / 100, cfg) for s in range(100)]
+    assert lrs[0] < 1e-5 and lrs[10] == pytest.approx(1e-3)
+    assert all(b > a for a, b in zip(lrs[:11], lrs[1:11]))
     assert all(b <= a for a, b in zip(lrs[10:], lrs[11:]))
-    assert lrs[-1] < 1e-5
+    assert lrs[-1] < 1e-5 and lr_at(1.0, cfg) == 0.0
+
+
+def test_time_budget_plans_the_steps_that_fit():
+    plan = StepPlan(planned_steps=10**6, max_minutes=0.05)  # 3 s
+    step, replans = 0, []
+    while not plan.done(step):
+        time.sleep(0.01)
+        step += 1
+        replanned = plan.after_step(step)
+        if replanned is not None:
+            replans.append(replanned)
+    assert len(replans) == 1 and replans[0] < 10**6
+    # the plan was close to what fitted, so the schedule reached (nearly) its end
+    assert abs(step - replans[0]) <= 0.25 * replans[0], (step, replans)
+    assert plan.progress(step) >= 0.99
 
 
 def test_slot_mask_counts():
     valid = torch.tensor([[True] * 10, [True] * 3 + [False] * 7, [True] * 1 + [False] * 9])
     g = torch.Generator().manual_seed(0)
     for ratio, expected in ((0.1, [1, 1, 1]), (0.5, [5, 2, 1]), (1.0, [10, 3, 1])):
-        mask = sample_slot_mask(valid, ratio, g)
+        mask = sample_slot_mask(valid, torch.full((3,), ratio), g)
         assert mask.sum(dim=1).tolist() == expected  # round(ratio · J), at least one
         assert not (mask & ~valid).any()
+    mask = sample_slot_mask(valid, torch.tensor([1.0, 0.1, 1.0]), g)  # each example its own ratio
+    assert mask.sum(dim=1).tolist() == [10, 1, 1]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
+    # enough movies that a small model learns the rule rather than memorising its training movies
     root = tmp_path_factory.mktemp("synth")
-    write_dataset(root, movies=30, seed=5, min_shots=40, max_shots=60, test_fraction=0.2)
+    write_dataset(root, movies=80, seed=5, min_shots=40, max_shots=60, test_fraction=0.2)
     return root
 
 
@@ -82,19 +143,21 @@ def test_short_training_run_learns(tiny_data, tmp_path):
     """Masked-slot accuracy on held-out movies, fully masked, rises far above chance (1 / shots)."""
     cfg = ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, dropout=0.0)
     log = io.StringIO()
-    summary = train(tiny_data, tmp_path / "model", cfg, TrainConfig(lr=2e-3, batch_size=4, epochs=25, seed=0), log=log)
+    train_cfg = TrainConfig(lr=2e-3, batch_size=4, epochs=10, seed=0, mask_schedule="uniform")
+    summary = train(tiny_data, tmp_path / "model", cfg, train_cfg, log=log)
     assert "loss" in log.getvalue() and "mask" in log.getvalue()
 
     model, meta = load_checkpoint(tmp_path / "model")
-    assert meta["training"]["steps"] == summary["steps"] == 25 * 6
+    assert meta["training"]["steps"] == summary["steps"] == 10 * 16
     assert meta["training"]["seed"] == 0 and meta["feature_dim"] == 1024
 
     test = load_split(tiny_data, "test")
     chance = float(np.mean([1 / e.movie.shape[0] for e in test]))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        _, untrained = masked_loss(type(model)(cfg).eval(), test, ratio=1.0, generator=g)
-        _, trained = masked_loss(model, test, ratio=1.0, generator=g)
+        untrained_loss, untrained = masked_loss(type(model)(cfg).eval(), test, 1.0, g)
+        trained_loss, trained = masked_loss(model, test, 1.0, g)
     assert untrained < 3 * chance
-    assert trained > 5 * chance, (trained, chance, log.getvalue()[-500:])
-    assert json.loads(json.dumps(summary))["mask_ratio"] >= 0.1
+    assert trained > 3 * chance, (trained, chance, log.getvalue()[-500:])
+    assert trained_loss < untrained_loss - 0.2
+    assert json.loads(json.dumps(summary))["mask_ceiling"] == 1.0  # uniform: every ratio up to 1
