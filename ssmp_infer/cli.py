@@ -130,7 +130,8 @@ def cmd_eval(args) -> None:
 def cmd_train(args) -> None:
     from .train import train
 
-    model_config = model_preset(args.preset, movie_attention=args.movie_attention)
+    overrides = {"dropout": args.dropout} if args.dropout is not None else {}
+    model_config = model_preset(args.preset, movie_attention=args.movie_attention, **overrides)
     cfg = train_preset(
         args.preset,
         lr=args.lr,
@@ -140,6 +141,7 @@ def cmd_train(args) -> None:
         seed=args.seed,
         device=args.device,
         mask_schedule=args.mask_schedule,
+        views=args.views,
     )
     print(json.dumps(train(args.data, args.out, model_config, cfg, force=args.force)))
 
@@ -192,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--movie-attention", choices=MOVIE_ATTENTION, default=DEFAULT_MOVIE_ATTENTION,
                    help="full: the paper's; prefix: movie tokens read only the movie (exact state reuse)")
     p.add_argument("--mask-schedule", choices=MASK_SCHEDULES, default="self-paced")
+    p.add_argument("--views", type=int, default=None,
+                   help="differently masked copies of each trailer per step (default: 4 under prefix, 1 under full)")
+    p.add_argument("--dropout", type=float, default=None, help="model dropout (default: the preset's)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the train split (default: the preset's)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="time budget: the schedule is planned to fit it, then training stops cleanly and saves")

@@ -255,11 +255,11 @@ def test_eval_rejects_a_root_without_the_layout(tmp_path, tiny_model):
 def test_train_writes_a_checkpoint_and_never_clobbers_it(tiny_data, tmp_path):
     out = tmp_path / "model"
     summary = json.loads(ok(cli("train", "--data", tiny_data, "--out", out, "--epochs", 2, "--seed", 4)).splitlines()[-1])
-    assert summary["steps"] == 2  # 5 training movies, batch 5: one step per epoch
+    assert summary["steps"] == 10  # 5 training movies, the demo preset takes one per step
     meta = json.loads((out / "config.json").read_text())
     assert meta["feature_dim"] == 1024 and meta["model"]["d_model"] == 192  # the demo preset
     assert meta["training"]["data"] == str(tiny_data) and meta["training"]["seed"] == 4
-    assert meta["training"]["steps"] == 2 and set(meta["training"]["final"]) >= {"loss", "accuracy", "mask_ceiling"}
+    assert meta["training"]["steps"] == 10 and set(meta["training"]["final"]) >= {"loss", "accuracy", "mask_ceiling"}
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
 
     weights = (out / "model.safetensors").read_bytes()

@@ -6,7 +6,7 @@ from ssmp_infer.model import SSMPEncoder, num_parameters, score_logits, sinusoid
 
 from .helpers import assert_close
 
-TINY = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, feature_dim=24, dropout=0.0)
+TINY = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, feature_dim=24, dropout=0.0, movie_attention="full")
 
 
 def tiny_model(seed=0, cfg=TINY):

@@ -13,6 +13,7 @@ from ssmp_infer.data import load_split
 from ssmp_infer.synth import write_dataset
 from ssmp_infer.config import MASK_SCHEDULES
 from ssmp_infer.train import (
+    FULL_RANGE_SHARE,
     SelfPacedRatio,
     StepPlan,
     lr_at,
@@ -88,12 +89,15 @@ def test_mask_schedules(schedule):
     assert ceilings == pytest.approx(expected)
 
 
-def test_ratios_are_drawn_up_to_the_ceiling():
+def test_ratios_are_drawn_up_to_the_ceiling_and_a_share_over_the_whole_range():
     g = torch.Generator().manual_seed(0)
-    ratios = sample_ratios(4000, 0.1, 0.8, g, "cpu")
-    assert float(ratios.min()) >= 0.1 and float(ratios.max()) <= 0.8
-    assert abs(float(ratios.mean()) - 0.45) < 0.02
-    assert float((ratios > 0.7).float().mean()) > 0.1  # the high ratios decoding meets are covered
+    ratios = sample_ratios(8000, 0.1, 0.3, 1.0, g, "cpu")
+    assert float(ratios.min()) >= 0.1 and float(ratios.max()) <= 1.0
+    above = float((ratios > 0.3).float().mean())  # only the whole-range share goes past the ceiling
+    assert abs(above - FULL_RANGE_SHARE * 0.7 / 0.9) < 0.02
+    assert float((ratios > 0.95).float().mean()) > 0.005  # decoding's fully masked first round is covered
+    at_ceiling = sample_ratios(8000, 0.1, 1.0, 1.0, g, "cpu")  # uniform: every trailer over the whole range
+    assert abs(float(at_ceiling.mean()) - 0.55) < 0.01
 
 
 def test_lr_schedule_warms_up_then_decays():
