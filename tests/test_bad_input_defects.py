@@ -256,7 +256,7 @@ def test_a_bad_model_config_in_a_real_process(tiny_model, movie_file, tmp_path):
 
 def test_model_config_accepts_ints_for_floats_and_keeps_its_fields():
     cfg = ModelConfig.from_dict({**CFG.to_dict(), "dropout": 0, "temperature": 1})
-    assert (cfg.dropout, cfg.temperature, cfg.movie_attention, cfg.head_dim) == (0, 1, "full", 16)
+    assert (cfg.dropout, cfg.temperature, cfg.movie_attention, cfg.head_dim) == (0, 1, CFG.movie_attention, 16)
     with pytest.raises(InputError, match="object"):
         ModelConfig.from_dict(None)
 
