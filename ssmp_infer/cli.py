@@ -74,21 +74,81 @@ def trailer_csv(trailer) -> str:
     return buf.getvalue()
 
 
+def single_npy(paths: list[str]) -> bool:
+    """One path that is neither a directory nor an .npz: today's one-movie run (JSON object or CSV)."""
+    from pathlib import Path
+
+    return len(paths) == 1 and not Path(paths[0]).is_dir() and Path(paths[0]).suffix != ".npz"
+
+
 def cmd_run(args) -> None:
     from .atomic import check_output_path, write_text_atomic
-    from .data import load_features
     from .engine import Engine
 
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    many = not single_npy(args.features)
+    if many and args.format == "csv":
+        raise InputError("--format csv takes a single .npy movie; several movies are written as JSON Lines")
     if args.out is not None:
         check_output_path(args.out, args.force)  # before the work, not after
     engine = Engine.load(args.model, device=args.device)
-    features = load_features(args.features, engine.feature_dim)
+    if many:
+        run_many(args, engine)
+        return
+
+    from .data import load_features
+
+    features = load_features(args.features[0], engine.feature_dim)
     trailer = engine.generate(features, length=args.length, decode=decode_config(args))
     text = json.dumps(trailer.to_dict()) + "\n" if args.format == "json" else trailer_csv(trailer)
     if args.out is None:
         sys.stdout.write(text)
     else:
         write_text_atomic(args.out, text, force=args.force)
+
+
+def run_many(args, engine) -> None:
+    """JSON Lines, one record per movie in input order; bad movies are error records and a sentence on
+    stderr each, and the run then fails (exit 2) after writing every good movie."""
+    from .atomic import write_atomic
+    from .many import generate_many, iter_inputs
+
+    items = list(iter_inputs(args.features))  # names and loaders only: gives the progress bar its total
+    progress = sys.stderr.isatty()  # a bar only for a person watching; a log gets the error lines alone
+    shown = ""  # the bar now on the terminal, overwritten in place with \r
+    failed = 0
+
+    def say(line: str, end: str = "\n") -> None:
+        nonlocal shown
+        print("\r" + line.ljust(len(shown)) if progress else line, end=end, file=sys.stderr, flush=True)
+        shown = line if end == "" else ""
+
+    def write(out) -> None:
+        nonlocal failed
+        results = generate_many(engine, items, length=args.length, decode=decode_config(args),
+                                batch_movies=args.batch_size)
+        for done, result in enumerate(results, 1):
+            out.write(json.dumps(result.to_dict()) + "\n")
+            out.flush()
+            if not result.ok:
+                failed += 1
+                say(f"ssmp-infer: error: {result.name}: {result.error}")
+            if progress:
+                say(f"[{done}/{len(items)}] {result.name}", end="")
+        if progress:
+            say(shown)  # keep the final count, end the line
+
+    if args.out is None:
+        write(sys.stdout)
+    else:
+        def write_file(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                write(f)
+
+        write_atomic(args.out, write_file, force=args.force)
+    if failed:
+        raise InputError(f"{failed} of {len(items)} movies failed; their records say why")
 
 
 def cmd_eval(args) -> None:
@@ -167,14 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="ssmp-infer", description="SSMP movie trailer generation (arXiv 2512.04426)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
-    p = sub.add_parser("run", help="generate a trailer from a movie's shot features (.npy, I×D)")
-    p.add_argument("features", help=".npy file of shape (shots, feature_dim)")
+    p = sub.add_parser("run", help="generate trailers from movies' shot features (.npy I×D, .npz, directories)")
+    p.add_argument("features", nargs="+",
+                   help="movies: .npy files of shape (shots, feature_dim), directories of them, .npz archives "
+                        "(one movie per array). One .npy alone prints one JSON object (or CSV); anything more "
+                        "prints JSON Lines, one {name, ...trailer} or {name, error} record per movie in input "
+                        "order (--format csv is then refused)")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
     p.add_argument("--length", type=int, default=None, help="trailer shots (default: 3.7%% of the movie's shots)")
     add_decode_args(p)
     p.add_argument("--out", default=None, help="write here instead of stdout")
     p.add_argument("--format", choices=("json", "csv"), default="json")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--batch-size", type=int, default=8, help="several movies: movies per padded batch")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("eval", help="score generated trailers against a data set's ground truth")
