@@ -1,4 +1,4 @@
-"""`ssmp-infer`: run | eval | train | synth.
+"""`ssmp-infer`: run | eval | train | synth | bench.
 
 Bad input is one sentence on stderr and exit status 2, never a traceback; outputs are written
 atomically and an existing file is replaced only with --force.
@@ -223,6 +223,14 @@ def cmd_synth(args) -> None:
     print(json.dumps(summary))
 
 
+def cmd_bench(args) -> None:
+    from .bench import format_table, options_from_args, run_bench
+
+    result = run_bench(**options_from_args(args))
+    print(format_table(result))
+    print(json.dumps(result))  # the last line: the whole result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="ssmp-infer", description="SSMP movie trailer generation (arXiv 2512.04426)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -284,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shots", type=int, default=None, help="upper end of --shots")
     p.add_argument("--force", action="store_true", help="replace train/, test/ and ceiling.json in a non-empty --out")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("bench", help="time the engine against a plain decoding loop and against itself without reuse")
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--shots", default=None, help="shots per synthetic movie, N or N,M,... (default 1909, CMTD's mean)")
+    p.add_argument("--small-shots", type=int, default=None, help="a short movie's shots as well (default 400; 0: none)")
+    p.add_argument("--modes", default="paper,topk", help="decoding modes to time (default paper,topk)")
+    p.add_argument("--batch-sizes", default=None, help="movies per batch (default 1,4; batch 1 always runs)")
+    p.add_argument("--precisions", default=None,
+                   help="fp32 and/or bf16 (default: fp32 on a CPU, fp32,bf16 on CUDA; fp32 always runs)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per setting, after one warm-up (default 3)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="draws the synthetic movies")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run in seconds: 160 shots, batch 1,2, one repeat (given options still apply)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
