@@ -30,14 +30,17 @@ class ModelConfig:
     # "full": every token attends to every token (the paper). "prefix": movie tokens attend only to
     # movie tokens, slots to all, so the movie's states do not depend on the slots (an exact cache).
     movie_attention: str = DEFAULT_MOVIE_ATTENTION
+    # Add a learned per-shot logit b_i to every slot's scores: P_ji = softmax_i(cos(v̂_j, m_i)/tau + b_i).
+    # False is the paper's scoring exactly; the presets turn it on (measured: README, Training).
+    shot_prior: bool = False
     head_dim: int = field(init=False)
 
     def __post_init__(self):
         # A checkpoint's config.json is user input: types before any arithmetic, sizes before any allocation.
-        kinds = {"int": (int, "an integer"), "float": ((int, float), "a number"), "str": (str, "a string")}
+        kinds = {"int": (int, "an integer"), "float": ((int, float), "a number"), "str": (str, "a string"), "bool": (bool, "true or false")}
         for f in (f for f in dataclasses.fields(self) if f.init):
             kind, value = kinds.get(getattr(f.type, "__name__", f.type)), getattr(self, f.name)
-            if kind is not None and (isinstance(value, bool) or not isinstance(value, kind[0])):
+            if kind is not None and (isinstance(value, bool) != (kind[0] is bool) or not isinstance(value, kind[0])):
                 raise InputError(
                     f"model config: {f.name} must be {kind[1]}, got {repr(value)[:40]} ({type(value).__name__})"
                 )
@@ -70,16 +73,15 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise InputError(f"model config has unknown fields {sorted(unknown)}")
-        return cls(**d)
+        # Checkpoints written before the shot prior existed score with the paper's cos/tau alone.
+        return cls(**{"shot_prior": False, **d})
 
 
 PRESETS = {
     # As the paper reports: 4 layers, 4 heads, hidden 1024, FFN 2048 on 1024-d ImageBind features.
-    "paper": dict(d_model=1024, n_layers=4, n_heads=4, d_ff=2048),
+    "paper": dict(d_model=1024, n_layers=4, n_heads=4, d_ff=2048, shot_prior=True),
     # Small enough to train on 2 CPU cores in minutes, same 1024-d input so real features fit it.
-    # No dropout: in a CPU-minutes budget the model underfits, and dropout made each step slower and
-    # each update noisier (measured: README).
-    "demo": dict(d_model=192, n_layers=4, n_heads=4, d_ff=384, dropout=0.0),
+    "demo": dict(d_model=192, n_layers=4, n_heads=4, d_ff=384, dropout=0.1, shot_prior=True),
 }
 
 
@@ -98,6 +100,8 @@ def train_preset(name: str, **overrides) -> "TrainConfig":
 
 
 MODES = ("paper", "topk")
+# Encoder arithmetic of the torch backend (see backends/torch_backend.py).
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @dataclass
@@ -113,6 +117,11 @@ class DecodeConfig:
     steps: int = 12  # topk: rounds
     max_rounds: int = 32  # paper: cap on rounds before the greedy fill
     seed: int = 0
+    # How often the movie's states are recomputed: None, the model's exact default (prefix attention
+    # computes them once and reuses them exactly; full attention recomputes every round); 1 recompute
+    # every round (the pre-cache engine); k > 1 reuse for k rounds, then refresh (full attention: an
+    # approximation); 0 compute once.
+    refresh_every: int | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -121,6 +130,8 @@ class DecodeConfig:
             raise InputError(f"--steps must be at least 1, got {self.steps}")
         if self.max_rounds < 1:
             raise InputError(f"the round cap must be at least 1, got {self.max_rounds}")
+        if self.refresh_every is not None and self.refresh_every < 0:
+            raise InputError(f"refresh_every must be 0 (never), 1 (every round) or more, got {self.refresh_every}")
 
     @property
     def rounds_cap(self) -> int:
@@ -144,6 +155,8 @@ class TrainConfig:
     # Differently masked copies of each trailer per step. Under prefix attention they share one movie
     # pass (cheap); under full attention each is a whole pass. None: 4 for prefix, 1 for full.
     views: int | None = None
+    # Share of the training movies held out to pick the best weights (0: train on all, save the last).
+    validation_fraction: float = 0.1
     # Self-paced mask ratio (paper's reported values).
     t_min: float = 0.1
     t_max: float = 1.0
@@ -163,6 +176,8 @@ class TrainConfig:
             raise InputError(f"--max-minutes must be positive, got {self.max_minutes}")
         if self.views is not None and self.views < 1:
             raise InputError(f"--views must be at least 1, got {self.views}")
+        if not 0 <= self.validation_fraction < 1:
+            raise InputError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
         if self.mask_schedule not in MASK_SCHEDULES:
             raise InputError(f"unknown mask schedule {self.mask_schedule!r}; expected one of {list(MASK_SCHEDULES)}")
         if not 0 < self.t_min <= self.t_max <= 1:

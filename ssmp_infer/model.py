@@ -3,7 +3,9 @@
 Movie shots are the prompt and are never masked; trailer slots hold either a chosen movie shot's
 feature or the learnable mask placeholder MP (a vector in the input space R^D). For every slot the
 encoder predicts a feature v̂_j in R^D; `score_logits` turns it into cos(v̂_j, m_i) / tau over the
-movie, the logits of P = softmax_i. Batches of movies with different I and J are padded; padded
+movie, the logits of P = softmax_i. With `shot_prior` a learned per-shot logit b_i, read from the
+movie token's last state, is added: the movie's context says which shots are trailer material, the
+slot's prediction says which of them fits this slot (see ModelConfig.shot_prior). Batches of movies with different I and J are padded; padded
 tokens are removed from every attention key set, so they never change a real token's output.
 """
 
@@ -110,11 +112,19 @@ class MovieStates:
     keys: list[torch.Tensor]  # n_layers × (B, H, I, hd)
     values: list[torch.Tensor]  # n_layers × (B, H, I, hd)
     movie_valid: torch.Tensor  # (B, I) bool
+    shot_prior: torch.Tensor | None = None  # (B, I) float32 logit b_i, or None (model without a shot prior)
+
+    def _map(self, fn) -> "MovieStates":
+        prior = None if self.shot_prior is None else fn(self.shot_prior)
+        return MovieStates([fn(t) for t in self.keys], [fn(t) for t in self.values], fn(self.movie_valid), prior)
+
+    def select(self, rows: torch.Tensor) -> "MovieStates":
+        """The states of movies `rows` (B',) only: a batch drops the movies that are done."""
+        return self._map(lambda t: t.index_select(0, rows))
 
     def repeat_interleave(self, k: int) -> "MovieStates":
         """Each movie k times in a row: several slot sets (views, candidates) read one movie pass."""
-        rep = lambda ts: [t.repeat_interleave(k, dim=0) for t in ts]  # noqa: E731
-        return MovieStates(rep(self.keys), rep(self.values), self.movie_valid.repeat_interleave(k, dim=0))
+        return self._map(lambda t: t.repeat_interleave(k, dim=0))
 
 
 def attention_mask(movie_valid: torch.Tensor, slot_valid: torch.Tensor, movie_attention: str) -> torch.Tensor:
@@ -159,7 +169,11 @@ class SSMPEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.out_proj = nn.Linear(cfg.d_model, cfg.feature_dim)
+        # b_i from the movie token's last state; starts at zero so P starts as the paper's cos/tau.
+        self.shot_head = nn.Linear(cfg.d_model, 1) if cfg.shot_prior else None
         self.apply(self._init_weights)
+        if self.shot_head is not None:
+            nn.init.zeros_(self.shot_head.weight)
         # Unit input features map to content vectors of norm ~0.02·sqrt(d); these unit-norm position
         # features map to vectors POSITION_INIT_SHRINK times shorter.
         for pos in (self.movie_pos, self.slot_pos):
@@ -188,15 +202,34 @@ class SSMPEncoder(nn.Module):
         slot_valid: torch.Tensor,  # (B, J) bool, real slots first
     ) -> torch.Tensor:
         """Predicted slot features v̂, (B, J, D)."""
+        return self.forward_with_states(movie, movie_valid, slots, slot_masked, slot_valid)[0]
+
+    def forward_with_states(self, movie, movie_valid, slots, slot_masked, slot_valid) -> tuple[torch.Tensor, MovieStates]:
+        """`forward`, and the movie tokens' per-layer keys and values of this pass.
+
+        Under prefix attention those states are exact for any slots; under full attention they saw
+        these slots, and a decoder that reuses them for later rounds accepts an approximation.
+        """
         I = movie.shape[1]
         # Cosine is scale-free, so the encoder reads unit vectors: features of any norm look alike.
         movie = F.normalize(movie.float(), dim=-1)
         h = torch.cat([self.embed(movie, movie_valid, 0), self.slot_tokens(slots, slot_masked, slot_valid)], dim=1)
         h = self.drop(h)
         mask = attention_mask(movie_valid, slot_valid, self.cfg.movie_attention)
+        keys, values = [], []
         for block in self.blocks:
-            h, _ = block(h, mask)
-        return self.out_proj(self.ln_f(h[:, I:]))  # (B, J, D)
+            h, (k, v) = block(h, mask)
+            keys.append(k[:, :, :I])
+            values.append(v[:, :, :I])
+        states = MovieStates(keys, values, movie_valid, self.shot_prior(h[:, :I], movie_valid))
+        return self.out_proj(self.ln_f(h[:, I:])), states  # (B, J, D)
+
+    def shot_prior(self, movie_h: torch.Tensor, movie_valid: torch.Tensor) -> torch.Tensor | None:
+        """(B, I) b_i from the movie tokens' last states (-inf on padding), or None without a shot prior."""
+        if self.shot_head is None:
+            return None
+        prior = self.shot_head(self.ln_f(movie_h)).squeeze(-1).float()
+        return prior.masked_fill(~movie_valid, float("-inf"))
 
     def slot_tokens(self, slots: torch.Tensor, slot_masked: torch.Tensor, slot_valid: torch.Tensor) -> torch.Tensor:
         """(B, J, D) slot inputs -> (B, J, d): unit features, or MP where masked, embedded."""
@@ -215,7 +248,7 @@ class SSMPEncoder(nn.Module):
             h, (k, v) = block(h, mask)
             keys.append(k)
             values.append(v)
-        return MovieStates(keys, values, movie_valid)
+        return MovieStates(keys, values, movie_valid, self.shot_prior(h, movie_valid))
 
     def step(self, states: MovieStates, slots, slot_masked, slot_valid) -> torch.Tensor:
         """Predicted slot features (B, J, D) from cached movie states: only the J slot rows are computed.
@@ -229,19 +262,24 @@ class SSMPEncoder(nn.Module):
         return self.out_proj(self.ln_f(h))
 
 
-def score_logits(pred: torch.Tensor, movie: torch.Tensor, movie_valid: torch.Tensor, temperature: float) -> torch.Tensor:
-    """cos(v̂_j, m_i) / tau, (B, J, I); padded shots get -inf so they never get probability.
+def score_logits(
+    pred: torch.Tensor, movie: torch.Tensor, movie_valid: torch.Tensor, temperature: float, shot_prior=None
+) -> torch.Tensor:
+    """cos(v̂_j, m_i) / tau (+ b_i), (B, J, I); padded shots get -inf so they never get probability.
 
     The full J×I matrix is what training's cross-entropy needs; decoding uses `kernels.score_slots`,
     which reduces each row without keeping the matrix.
     """
-    return unit_score_logits(pred, F.normalize(movie.float(), dim=-1), movie_valid, temperature)
+    return unit_score_logits(pred, F.normalize(movie.float(), dim=-1), movie_valid, temperature, shot_prior)
 
 
-def unit_score_logits(pred: torch.Tensor, movie_unit: torch.Tensor, movie_valid: torch.Tensor, temperature: float):
+def unit_score_logits(pred, movie_unit, movie_valid, temperature: float, shot_prior=None) -> torch.Tensor:
     """`score_logits` for a movie already L2-normalised (decoding normalises it once, not every round)."""
     cos = F.normalize(pred.float(), dim=-1) @ movie_unit.float().transpose(1, 2)
-    return (cos / temperature).masked_fill(~movie_valid[:, None, :], float("-inf"))
+    logits = cos / temperature
+    if shot_prior is not None:
+        logits = logits + shot_prior[:, None, :]
+    return logits.masked_fill(~movie_valid[:, None, :], float("-inf"))
 
 
 def num_parameters(model: nn.Module) -> int:

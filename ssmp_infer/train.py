@@ -37,6 +37,7 @@ from .config import ModelConfig, TrainConfig
 from .data import Example, load_split, pad_batch, pad_targets, slot_inputs
 from .errors import InputError
 from .model import SSMPEncoder, num_parameters, score_logits
+from .selection import VALIDATION_POINTS, VALIDATION_TIME_SHARE, BestWeights, split_validation, validation_scores
 
 # Steps timed before a time budget is turned into a planned step count (the first steps are skipped:
 # they pay for allocator warm-up).
@@ -45,6 +46,8 @@ RATE_PROBE_STEPS, RATE_SKIP_STEPS = 12, 2
 PREFIX_VIEWS = 4
 # Share of trailers whose mask ratio is drawn from the whole range, whatever the schedule's ceiling.
 FULL_RANGE_SHARE = 0.25
+# Weight of the shot-prior loss beside the slot loss (models with ModelConfig.shot_prior).
+PRIOR_LOSS_WEIGHT = 1.0
 
 
 @dataclass
@@ -112,8 +115,12 @@ def sample_ratios(count: int, t_min: float, ceiling: float, t_max: float, genera
     return t_min + (top - t_min) * torch.rand(count, generator=generator, device=device)
 
 
-def masked_loss(model: SSMPEncoder, examples: list[Example], ratios, generator: torch.Generator, views: int = 1):
+def masked_loss(
+    model: SSMPEncoder, examples: list[Example], ratios, generator: torch.Generator, views: int = 1, logits_out=None
+):
     """(loss, accuracy on masked slots as a 0-d tensor) for one batch.
+
+    `logits_out`: a list that receives the whole (B · views, J, I) score matrix (validation reads it).
 
     `ratios`: a float or one per trailer view, (B · views,). Under prefix attention each movie's pass
     is shared by `views` differently masked copies of its trailer (the movie's states do not depend
@@ -131,13 +138,30 @@ def masked_loss(model: SSMPEncoder, examples: list[Example], ratios, generator: 
     masked = sample_slot_mask(slot_valid, ratios, generator)
     movie_rep, valid_rep = movie.repeat_interleave(views, 0), movie_valid.repeat_interleave(views, 0)
     if model.cfg.movie_attention == "prefix":
-        pred = model.step(model.prepare(movie, movie_valid).repeat_interleave(views), slot_in, masked, slot_valid)
+        states = model.prepare(movie, movie_valid).repeat_interleave(views)
+        pred = model.step(states, slot_in, masked, slot_valid)
     else:
-        pred = model(movie_rep, valid_rep, slot_in, masked, slot_valid)  # (B · views, J, D)
-    logits = score_logits(pred, movie_rep, valid_rep, model.cfg.temperature)[masked]  # (masked slots, I)
+        pred, states = model.forward_with_states(movie_rep, valid_rep, slot_in, masked, slot_valid)  # (B · views, J, D)
+    all_logits = score_logits(pred, movie_rep, valid_rep, model.cfg.temperature, states.shot_prior)
+    if logits_out is not None:
+        logits_out.append(all_logits)
+    logits = all_logits[masked]  # (masked slots, I)
     loss = F.cross_entropy(logits, targets[masked])
+    if states.shot_prior is not None:
+        loss = loss + PRIOR_LOSS_WEIGHT * prior_loss(states.shot_prior, targets)
     accuracy = (logits.argmax(dim=-1) == targets[masked]).float().mean()
     return loss, accuracy.detach()
+
+
+def prior_loss(shot_prior: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Which shots are in the trailer, whatever their slot: mean over trailer shots of -log softmax_i(b)_g.
+
+    The slot loss teaches b only through the slots that happen to be masked; this gives every movie
+    shot's logit a direct signal on every step.
+    """
+    log_p = F.log_softmax(shot_prior, dim=-1)  # (B, I); padded shots are -inf in b and never targets
+    valid = targets >= 0
+    return -(log_p.gather(1, targets.clamp(min=0)) * valid).sum() / valid.sum()
 
 
 class StepPlan:
@@ -200,6 +224,7 @@ def train(
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     order_rng = np.random.default_rng(cfg.seed)
+    examples, held_out = split_validation(examples, cfg.validation_fraction, order_rng)
     model = SSMPEncoder(model_config).to(device).train()
     views = cfg.views or (PREFIX_VIEWS if model_config.movie_attention == "prefix" else 1)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -213,13 +238,34 @@ def train(
     plan = StepPlan(cfg.epochs * steps_per_epoch, cfg.max_minutes)
     pace = SelfPacedRatio(t=cfg.t_min)
     budget = "" if cfg.max_minutes is None else f", at most {cfg.max_minutes:g} min"
+    selection = (
+        f"{len(held_out)} held out to select the best weights"
+        if held_out
+        else "no movies held out (too few): the last weights are saved"
+    )
     print(
         f"training {num_parameters(model) / 1e6:.2f}M parameters ({model_config.movie_attention} attention) on "
-        f"{len(examples)} movies, {views} trailer view(s) per movie, device {device}, mask schedule {cfg.mask_schedule}: up to {plan.planned} steps "
-        f"({cfg.epochs} epochs of {steps_per_epoch}){budget}",
+        f"{len(examples)} movies ({selection}), {views} trailer view(s) per movie, device {device}, mask schedule "
+        f"{cfg.mask_schedule}: up to {plan.planned} steps ({cfg.epochs} epochs of {steps_per_epoch}){budget}",
         file=log,
         flush=True,
     )
+    best = BestWeights()
+    next_point = 1  # the next validation point, in VALIDATION_POINTS-ths of training progress
+    validation_s = 0.0  # time spent validating: held under VALIDATION_TIME_SHARE of the run
+
+    def validate(step: int) -> None:
+        nonlocal validation_s
+        start = time.monotonic()
+        scores = validation_scores(model, held_out, cfg.seed)
+        validation_s += time.monotonic() - start
+        kept = best.offer(model, step, scores)
+        print(
+            f"validation at step {step}: first-round F1 {scores['f1']:.3f}  loss {scores['loss']:.3f}"
+            + ("  (best so far)" if kept else ""),
+            file=log,
+            flush=True,
+        )
     last_log = time.monotonic()
     recent: list[tuple[float, float]] = []
     step = 0
@@ -253,6 +299,10 @@ def train(
                 file=log,
                 flush=True,
             )
+        due = held_out and plan.progress(step) >= next_point / VALIDATION_POINTS and not plan.done(step)
+        if due and validation_s <= VALIDATION_TIME_SHARE * plan.elapsed():
+            validate(step)
+            next_point = int(plan.progress(step) * VALIDATION_POINTS) + 1
         now = time.monotonic()
         if now - last_log >= log_every_s or plan.done(step):
             last_log = now
@@ -268,6 +318,10 @@ def train(
     stopped_early = step < plan.planned
     if stopped_early:
         print(f"--max-minutes {cfg.max_minutes:g} reached at step {step}; saving", file=log, flush=True)
+    if held_out:
+        validate(step)
+        model.load_state_dict(best.state)
+        print(f"saving the weights of step {best.step} (lowest loss on the held-out movies)", file=log, flush=True)
     mean_loss, mean_acc = np.mean(recent, axis=0)
     final = {
         "loss": float(mean_loss),
@@ -282,6 +336,9 @@ def train(
         "steps": step,
         "planned_steps": plan.planned,
         "stopped_early": stopped_early,
+        "validation_movies": len(held_out),
+        "selected_step": best.step if held_out else step,
+        "validation": best.scores,
         "seed": cfg.seed,
         "device": str(device),
         "minutes": round(plan.elapsed() / 60, 2),

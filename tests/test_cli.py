@@ -91,8 +91,8 @@ def test_run_bundled_model_on_the_example():
 
 def test_bundled_model_beats_random_on_fresh_synthetic_movies(tmp_path):
     """The shipped weights are trained: on movies it never saw, it picks the rule's shots above chance
-    and orders them far better than chance (measured: F1 0.086 paper / 0.092 topk against random's
-    0.043, AA 0.90 / 0.86 against ~0.5)."""
+    and orders them far better than chance (measured: F1 0.235 paper / 0.247 topk against random's
+    0.047, AA 0.77 / 0.76 against ~0.5)."""
     root = tmp_path / "fresh"
     # fresh movies (--seed) of the world the bundled model was trained in (--world-seed), near CMTD's size
     ok(cli("synth", "--out", root, "--movies", 12, "--seed", 12345, "--world-seed", 0, "--test-fraction", 0.5,
@@ -103,7 +103,7 @@ def test_bundled_model_beats_random_on_fresh_synthetic_movies(tmp_path):
     for mode in ("paper", "topk"):
         ssmp = json.loads(ok(cli("eval", "--data", root, "--mode", mode)).splitlines()[-1])
         assert set(ssmp) >= EVAL_KEYS and ssmp["movies"] == 6
-        assert ssmp["f1"] > 1.5 * chance_f1, (mode, ssmp, chance_f1)
+        assert ssmp["f1"] > 3 * chance_f1, (mode, ssmp, chance_f1)
         assert ssmp["aa"] > 0.7, (mode, ssmp)
 
 
@@ -199,7 +199,6 @@ def test_run_rejects_bad_files(tiny_model, tmp_path):
     assert_clean_failure(cli("run", truncated, "--model", tiny_model), "npy")
 
     assert_clean_failure(cli("run", tmp_path / "missing.npy", "--model", tiny_model), "no such file")
-    assert_clean_failure(cli("run", tmp_path, "--model", tiny_model), "directory")
 
 
 @pytest.mark.parametrize(

@@ -204,3 +204,30 @@ def test_prefix_prepare_then_step_equals_the_full_pass():
     assert_close(twice[3], full[1], atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="prefix"):
         tiny_model().prepare(movie, movie_valid)
+
+
+def test_shot_prior_starts_neutral_and_is_shared_by_every_pass():
+    """b_i starts at zero (P is the paper's cos/tau), is -inf on padding, and prepare/forward agree on it."""
+    cfg = ModelConfig(**{**PREFIX.to_dict(), "shot_prior": True})
+    model = tiny_model(cfg=cfg)
+    movie, movie_valid, slots, masked, slot_valid = random_inputs(I=12, J=4, D=cfg.feature_dim, seed=3)
+    movie, movie_valid = pad_to(movie, 15, 1e4), pad_to(movie_valid, 15, False)
+    pred, states = model.forward_with_states(movie, movie_valid, slots, masked, slot_valid)
+    assert (states.shot_prior[0, :12] == 0).all() and torch.isinf(states.shot_prior[0, 12:]).all()
+    with torch.no_grad():
+        model.shot_head.weight.normal_()  # a trained-looking head
+    pred, states = model.forward_with_states(movie, movie_valid, slots, masked, slot_valid)
+    prepared = model.prepare(movie, movie_valid)
+    assert_close(prepared.shot_prior[0, :12], states.shot_prior[0, :12], atol=1e-5, rtol=1e-5)
+    assert states.shot_prior[0, :12].std() > 0.1
+    with_prior = score_logits(pred, movie, movie_valid, cfg.temperature, states.shot_prior)
+    without = score_logits(pred, movie, movie_valid, cfg.temperature)
+    assert_close((with_prior - without)[0, :, :12], states.shot_prior[0, None, :12].expand(4, -1), atol=1e-4, rtol=1e-5)
+
+
+def test_checkpoint_configs_without_the_shot_prior_keep_the_papers_scoring():
+    old = {k: v for k, v in model_preset("demo").to_dict().items() if k != "shot_prior"}
+    assert ModelConfig.from_dict(old).shot_prior is False
+    assert model_preset("demo").shot_prior and model_preset("paper").shot_prior
+    with pytest.raises(ValueError, match="shot_prior must be true or false"):
+        ModelConfig.from_dict({**old, "shot_prior": 1})

@@ -10,6 +10,7 @@ import torch
 from ssmp_infer.checkpoint import load_checkpoint
 from ssmp_infer.config import ModelConfig, TrainConfig
 from ssmp_infer.data import load_split
+from ssmp_infer.selection import BestWeights, split_validation, validation_scores
 from ssmp_infer.synth import write_dataset
 from ssmp_infer.config import MASK_SCHEDULES
 from ssmp_infer.train import (
@@ -19,8 +20,10 @@ from ssmp_infer.train import (
     lr_at,
     mask_ceiling,
     masked_loss,
+    prior_loss,
     sample_ratios,
     sample_slot_mask,
+    to_device,
     train,
 )
 
@@ -147,12 +150,13 @@ def test_short_training_run_learns(tiny_data, tmp_path):
     """Masked-slot accuracy on held-out movies, fully masked, rises far above chance (1 / shots)."""
     cfg = ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, dropout=0.0)
     log = io.StringIO()
-    train_cfg = TrainConfig(lr=2e-3, batch_size=4, epochs=10, seed=0, mask_schedule="uniform")
+    # every movie trains and the last weights are kept: this is about learning, not selection
+    train_cfg = TrainConfig(lr=2e-3, batch_size=4, epochs=10, seed=0, mask_schedule="uniform", validation_fraction=0)
     summary = train(tiny_data, tmp_path / "model", cfg, train_cfg, log=log)
     assert "loss" in log.getvalue() and "mask" in log.getvalue()
 
     model, meta = load_checkpoint(tmp_path / "model")
-    assert meta["training"]["steps"] == summary["steps"] == 10 * 16
+    assert meta["training"]["steps"] == summary["steps"] == meta["training"]["selected_step"] == 10 * 16
     assert meta["training"]["seed"] == 0 and meta["feature_dim"] == 1024
 
     test = load_split(tiny_data, "test")
@@ -165,3 +169,46 @@ def test_short_training_run_learns(tiny_data, tmp_path):
     assert trained > 3 * chance, (trained, chance, log.getvalue()[-500:])
     assert trained_loss < untrained_loss - 0.2
     assert json.loads(json.dumps(summary))["mask_ceiling"] == 1.0  # uniform: every ratio up to 1
+
+
+def test_prior_loss_by_hand():
+    """-mean over trailer shots of log softmax(b): b = [0, ln 2, 0, -inf (padding)], trailer {1, 2}."""
+    prior = torch.tensor([[0.0, math.log(2.0), 0.0, float("-inf")]])
+    targets = torch.tensor([[1, 2, -1]])  # -1: a padded slot, ignored
+    expected = -(math.log(2 / 4) + math.log(1 / 4)) / 2
+    assert abs(float(prior_loss(prior, targets)) - expected) < 1e-6
+
+
+def test_validation_split_and_best_weights():
+    examples = list(range(40))
+    rng = np.random.default_rng(0)
+    train_part, held = split_validation(examples, 0.1, rng)
+    assert len(held) == 4 and sorted(train_part + held) == examples
+    assert split_validation(list(range(20)), 0.1, rng) == (list(range(20)), [])  # 2 would be too few
+
+    model = torch.nn.Linear(2, 1)
+    best = BestWeights()
+    for step, loss in ((10, 5.0), (20, 4.0), (30, 4.5)):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        best.offer(model, step, {"loss": loss, "f1": 0.0})
+    assert best.step == 20 and float(best.state["weight"][0, 0]) == 20.0  # a copy, not a view of the live weights
+
+
+def test_saved_weights_are_the_best_validation_point(tiny_data, tmp_path):
+    """64 training movies: 6 held out; the checkpoint scores on them exactly what the log called best."""
+    cfg = ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, dropout=0.0)
+    log = io.StringIO()
+    train_cfg = TrainConfig(lr=2e-3, batch_size=4, epochs=6, seed=0, mask_schedule="uniform")
+    train(tiny_data, tmp_path / "model", cfg, train_cfg, log=log)
+    model, meta = load_checkpoint(tmp_path / "model")
+    training = meta["training"]
+    assert training["validation_movies"] == 6 and training["steps"] == 6 * 15  # 58 movies in batches of 4
+    losses = [float(line.split("loss ")[1].split()[0]) for line in log.getvalue().splitlines() if line.startswith("validation")]
+    assert len(losses) >= 3 and abs(training["validation"]["loss"] - min(losses)) < 1e-3
+    # the same held-out movies, drawn as train() draws them, scored again from the saved weights
+    examples = to_device(load_split(tiny_data, "train"), torch.device("cpu"))
+    _, held_out = split_validation(examples, train_cfg.validation_fraction, np.random.default_rng(train_cfg.seed))
+    again = validation_scores(model, held_out, train_cfg.seed)
+    assert abs(again["loss"] - training["validation"]["loss"]) < 1e-4
+    assert f"saving the weights of step {training['selected_step']}" in log.getvalue()
