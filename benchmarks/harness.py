@@ -1,48 +1,24 @@
-"""The shared timing harness: warm-up, synchronise, median and spread over repeats, machine facts."""
+"""The shared timing harness of the scripts in benchmarks/: the package's timing helpers
+(`ssmp_infer.bench`: they ship with `ssmp-infer bench`), plus warm-up and a report printer."""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import statistics
-import time
 from typing import Callable
 
 import torch
 
+from ssmp_infer.bench import machine, synchronize
+from ssmp_infer.bench import measure as measure_warm
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+__all__ = ["machine", "measure", "report", "synchronize"]
 
 
 def measure(fn: Callable[[], object], device: torch.device, warmup: int = 1, repeats: int = 5) -> dict:
-    """Median and spread (min, max) of `fn`'s wall time in milliseconds."""
+    """Median and spread (min, max) of `fn`'s wall time in milliseconds, after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "repeats": repeats}
-
-
-def machine(device: torch.device) -> dict:
-    facts = {
-        "device": str(device),
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    if device.type == "cuda":
-        facts["gpu"] = torch.cuda.get_device_name(device)
-    return facts
+    return measure_warm(fn, device, repeats)
 
 
 def report(name: str, rows: list[dict], device: torch.device, **shapes) -> None:

@@ -1,4 +1,4 @@
-"""`ssmp-infer`: run | eval | train | synth | bench.
+"""`ssmp-infer`: run | eval | train | synth | bench | export.
 
 Bad input is one sentence on stderr and exit status 2, never a traceback; outputs are written
 atomically and an existing file is replaced only with --force.
@@ -19,6 +19,7 @@ from .config import (
     MASK_SCHEDULES,
     MODES,
     MOVIE_ATTENTION,
+    PRECISIONS,
     PRESETS,
     DecodeConfig,
     model_preset,
@@ -55,14 +56,21 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="topk: rounds (default 12); paper: round cap (default 32)")
     p.add_argument("--seed", type=seed_arg, default=0, help="in [0, 2^63)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="encoder arithmetic: fp32, bf16 (autocast) or int8 (CPU, dynamic quantisation)")
+    p.add_argument("--refresh-every", type=int, default=None,
+                   help="recompute the movie's states every K rounds (default: exact; 1 recomputes every round)")
+    # ssmp_infer.backends.BACKENDS, spelled out: importing it would load torch for `--help`.
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="torch, or onnxruntime: the model's ONNX graphs (fp32; needs the onnx extra)")
+    p.add_argument("--onnx", default=None,
+                   help="onnxruntime: a directory written by `ssmp-infer export` (default: export into a cache "
+                        "keyed by the weights' hash on first use)")
 
 
 def decode_config(args) -> DecodeConfig:
-    if args.steps is None:
-        return DecodeConfig(mode=args.mode, seed=args.seed)
-    if args.mode == "topk":
-        return DecodeConfig(mode="topk", steps=args.steps, seed=args.seed)
-    return DecodeConfig(mode="paper", max_rounds=args.steps, seed=args.seed)
+    rounds = {} if args.steps is None else {"steps" if args.mode == "topk" else "max_rounds": args.steps}
+    return DecodeConfig(mode=args.mode, seed=args.seed, refresh_every=args.refresh_every, **rounds)
 
 
 def trailer_csv(trailer) -> str:
@@ -92,7 +100,7 @@ def cmd_run(args) -> None:
         raise InputError("--format csv takes a single .npy movie; several movies are written as JSON Lines")
     if args.out is not None:
         check_output_path(args.out, args.force)  # before the work, not after
-    engine = Engine.load(args.model, device=args.device)
+    engine = Engine.load(args.model, device=args.device, backend=args.backend, precision=args.precision, onnx_dir=args.onnx)
     if many:
         run_many(args, engine)
         return
@@ -167,7 +175,8 @@ def cmd_eval(args) -> None:
     else:
         from .engine import Engine
 
-        engine = Engine.load(args.model, device=args.device)
+        engine = Engine.load(args.model, device=args.device, backend=args.backend, precision=args.precision,
+                             onnx_dir=args.onnx)
         feature_dim, method = engine.feature_dim, f"ssmp:{engine.source}:{args.mode}"
     examples = load_split(args.data, args.split, feature_dim)
     scores = []
@@ -190,7 +199,7 @@ def cmd_eval(args) -> None:
 def cmd_train(args) -> None:
     from .train import train
 
-    overrides = {"dropout": args.dropout} if args.dropout is not None else {}
+    overrides = {k: v for k, v in (("dropout", args.dropout), ("shot_prior", args.shot_prior)) if v is not None}
     model_config = model_preset(args.preset, movie_attention=args.movie_attention, **overrides)
     cfg = train_preset(
         args.preset,
@@ -202,6 +211,7 @@ def cmd_train(args) -> None:
         device=args.device,
         mask_schedule=args.mask_schedule,
         views=args.views,
+        validation_fraction=args.validation_fraction,
     )
     print(json.dumps(train(args.data, args.out, model_config, cfg, force=args.force)))
 
@@ -229,6 +239,20 @@ def cmd_bench(args) -> None:
     result = run_bench(**options_from_args(args))
     print(format_table(result))
     print(json.dumps(result))  # the last line: the whole result
+
+
+def cmd_export(args) -> None:
+    from .checkpoint import load_checkpoint
+    from .export import export_onnx, export_tensorrt, read_metadata
+
+    model, _ = load_checkpoint(args.model)
+    if args.format == "tensorrt":
+        export_tensorrt(model, args.out, force=args.force)
+        return
+    paths = export_onnx(model, args.out, force=args.force)
+    meta = read_metadata(args.out)
+    print(json.dumps({"format": "onnx", "out": str(args.out), "files": [str(p) for p in paths.values()],
+                      "weights_sha256": meta["weights_sha256"], "movie_attention": meta["config"].movie_attention}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=None,
                    help="differently masked copies of each trailer per step (default: 4 under prefix, 1 under full)")
     p.add_argument("--dropout", type=float, default=None, help="model dropout (default: the preset's)")
+    p.add_argument("--shot-prior", action=argparse.BooleanOptionalAction, default=None,
+                   help="add a learned per-shot logit to every slot's scores (default: on in both presets; "
+                   "--no-shot-prior scores with the paper's cos/tau alone)")
+    p.add_argument("--validation-fraction", type=float, default=None,
+                   help="share of the train split held out to select the best weights (default 0.1; 0: keep the last)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the train split (default: the preset's)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="time budget: the schedule is planned to fit it, then training stops cleanly and saves")
@@ -307,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a smoke run in seconds: 160 shots, batch 1,2, one repeat (given options still apply)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="write the encoder as ONNX graphs (prepare + step, or full + step)")
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
+    p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx",
+                   help="onnx (needs the onnx extra); tensorrt is not built yet")
+    p.add_argument("--out", required=True, help="directory to write the graphs into")
+    p.add_argument("--force", action="store_true", help="overwrite graphs already in --out")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

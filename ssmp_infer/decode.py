@@ -1,7 +1,8 @@
 """Self-corrective decoding: fill J trailer slots with distinct movie shots by iterative masked prediction.
 
-Every round is one encoder pass over [movie ; slots] (no KV cache: every token attends to every other),
-driven through a `Backend` the decoder does not own. Then, per open slot, `score` finds the best
+The decoder drives a `Backend` it does not own: `prepare` once per batch (the movie's states), then
+one `step` per round (the slots' predicted features; under prefix attention only the slot rows are
+computed, against the movie's cached keys and values). Then, per open slot, `score` finds the best
 still-unused shot i* and its probability p_{j,i*} under P = softmax over all real shots.
 
 mode "paper" (SSMP): q_j ← min(q_j + p_{j,i*}, 1); the slot locks i* with probability q_j (seeded
@@ -29,7 +30,7 @@ from .backends import Backend
 from .config import DecodeConfig
 from .data import slot_inputs
 from .errors import InputError
-from .kernels import score_slots
+from .kernels import round_scorer
 
 
 @dataclass
@@ -139,7 +140,14 @@ def generate(
     lengths: torch.Tensor,  # (B,) int64 trailer length per movie, 1 <= L <= real shots
     config: DecodeConfig,
     temperature: float,
+    sync_every: int | None = None,
 ) -> DecodeResult:
+    """Decode a padded batch: `backend.prepare` once, `backend.step` per round, finished movies leave.
+
+    `sync_every`: paper mode asks the device whether any movie has finished (a host sync) every this
+    many rounds; default 1 on the CPU, where a sync costs nothing, 4 on an accelerator. Finished
+    movies drop out of the batch (their states too), so a long trailer does not drag short ones along.
+    """
     B, I, _ = movie.shape
     device = movie.device
     # One host copy before the loop: the length check and the topk plan both read the lengths there.
@@ -154,18 +162,25 @@ def generate(
             f"movie {k}: trailer length {int(host_lengths[k])} is not in 1..{int(real_shots[k])}, the number of "
             "its real shots (no shot appears twice)"
         )
+    sync_every = sync_every or (1 if device.type == "cpu" else 4)
     lengths = host_lengths.to(device)
     J = int(host_lengths.max())
     slot_valid = torch.arange(J, device=device)[None, :] < lengths[:, None]  # (B, J)
-    movie_unit = F.normalize(movie.float(), dim=-1)  # once per trailer, not per round
+    movie_state = backend.prepare(movie, movie_valid, config.refresh_every)
     state = DecodeState(
         shots=torch.zeros(B, J, dtype=torch.int64, device=device),
         confidence=torch.zeros(B, J, device=device),
         locked=~slot_valid,
         used=torch.zeros(B, I, dtype=torch.bool, device=device),
     )
+    out = DecodeResult(
+        shots=torch.full((B, J), -1, dtype=torch.int64, device=device),
+        confidence=torch.zeros(B, J, device=device),
+        rounds=torch.zeros(B, dtype=torch.int64, device=device),
+    )
     q = torch.zeros(B, J, device=device)  # cumulative confidence (paper mode)
     rounds = torch.zeros(B, dtype=torch.int64, device=device)
+    active = torch.arange(B, device=device)  # the original row of each movie still in the batch
     cap = config.rounds_cap
     if config.mode == "topk":
         # The schedule depends on the lengths alone, so which rounds lock anything is known up front. A
@@ -173,20 +188,44 @@ def generate(
         counts = torch.stack([cosine_schedule(r, cap, host_lengths) for r in range(cap + 1)])  # (T + 1, B)
         locks_in_round = counts[1:] > counts[:-1]  # (T, B)
         round_locks = locks_in_round.any(dim=1).tolist()
+        # after its last locking round a movie is done: it leaves the batch (known on the host, no sync)
+        last_round = (locks_in_round * torch.arange(1, cap + 1)[:, None]).amax(dim=0)  # (B,)
         locks_in_round = locks_in_round.to(device)
 
-    for r in range(1, cap + 1):
-        if config.mode == "topk" and not round_locks[r - 1]:
-            continue
-        open_ = ~state.locked
-        if config.mode == "paper" and not bool(open_.any()):  # the one host sync per round: is any slot left?
-            break
-        # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
-        rounds += locks_in_round[r - 1] if config.mode == "topk" else open_.any(dim=1)
-        pred = backend.encode(movie, movie_valid, slot_inputs(movie, state.shots), open_, slot_valid)  # (B, J, D)
+    def finish(done: torch.Tensor) -> None:
+        """Write the results of rows `done` (bool over the batch) out and drop them from every state."""
+        nonlocal movie_state, state, q, rounds, active, slot_valid, lengths, movie_valid
+        rows = active[done]
+        out.shots[rows] = torch.where(slot_valid[done], state.shots[done], -1)
+        out.confidence[rows] = torch.where(slot_valid[done], state.confidence[done], 0.0)
+        out.rounds[rows] = rounds[done]
+        keep = (~done).nonzero().squeeze(1)
+        movie_state = movie_state.select(keep)
+        state = DecodeState(*(t.index_select(0, keep) for t in (state.shots, state.confidence, state.locked, state.used)))
+        q, rounds, active = q.index_select(0, keep), rounds.index_select(0, keep), active.index_select(0, keep)
+        slot_valid, lengths, movie_valid = slot_valid[keep], lengths[keep], movie_valid[keep]
 
-        def score(used):
-            return score_slots(pred, movie_unit, movie_valid, used, temperature)
+    for r in range(1, cap + 1):
+        if config.mode == "topk":
+            if not round_locks[r - 1]:
+                continue
+            done = (last_round < r).to(device)[active]
+            if bool(done.any()):  # host-side plan: `last_round` and `active` are known without a device sync
+                finish(done)
+        open_ = ~state.locked
+        if config.mode == "paper" and (r - 1) % sync_every == 0:
+            done = ~open_.any(dim=1)
+            if bool(done.all()):  # the one host sync of a round: is any movie left?
+                break
+            if bool(done.any()):
+                finish(done)
+                open_ = ~state.locked
+        # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
+        rounds += locks_in_round[r - 1, active] if config.mode == "topk" else open_.any(dim=1)
+        slots = slot_inputs(movie_state.movie_unit, state.shots)
+        pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
+
+        score = round_scorer(pred, movie_state.movie_unit, movie_valid, temperature, movie_state.shot_prior)
 
         if config.mode == "paper":
             best, prob = score(state.used)
@@ -199,5 +238,6 @@ def generate(
             need = cosine_schedule(r, cap, lengths) - (state.locked & slot_valid).sum(dim=1)
             lock_most_confident(state, score, need, I)
 
-    shots = torch.where(slot_valid, state.shots, -1)
-    return DecodeResult(shots=shots, confidence=torch.where(slot_valid, state.confidence, 0.0), rounds=rounds)
+    if len(active):
+        finish(torch.ones(len(active), dtype=torch.bool, device=device))
+    return out

@@ -17,11 +17,13 @@ import numpy as np
 import torch
 
 from .backends import BACKENDS, Backend, TorchBackend
+from .backends.torch_backend import PRECISIONS
 from .checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from .config import DecodeConfig, ModelConfig
 from .data import check_trailer_length, default_trailer_length, pad_batch, validate_features
 from .decode import generate
 from .errors import InputError
+from .scheduler import MAX_TOKENS, plan_buckets
 
 
 @dataclass
@@ -63,14 +65,35 @@ class Engine:
         self.source = source
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None, device: str = "auto", backend: str = "torch") -> "Engine":
-        """Load a checkpoint directory (default: the bundled model) onto a device behind a backend."""
+    def load(
+        cls,
+        model_dir: str | Path | None = None,
+        device: str = "auto",
+        backend: str = "torch",
+        precision: str = "fp32",
+        onnx_dir: str | Path | None = None,
+    ) -> "Engine":
+        """Load a checkpoint directory (default: the bundled model) onto a device behind a backend.
+
+        backend "onnxruntime" runs the model's ONNX graphs from `onnx_dir` (checked to be this model's
+        export), or, without one, from an export cached by weights hash and made on first use.
+        """
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+        if onnx_dir is not None and backend != "onnxruntime":
+            raise InputError(f"an ONNX directory is read by the onnxruntime backend only, not by {backend!r}")
         dev = resolve_device(device)
         model, _ = load_checkpoint(model_dir, dev)
         source = "bundled:default" if model_dir is None or Path(model_dir) == DEFAULT_MODEL_DIR else str(model_dir)
-        return cls(model.cfg, TorchBackend(model, dev), source)
+        if backend == "onnxruntime":
+            from .backends.onnx_backend import OnnxRuntimeBackend
+
+            if precision != "fp32":
+                raise InputError(f"the onnxruntime backend runs fp32 graphs only, not {precision}")
+            return cls(model.cfg, OnnxRuntimeBackend.for_model(model, dev, onnx_dir), source)
+        return cls(model.cfg, TorchBackend(model, dev, precision=precision), source)
 
     @property
     def feature_dim(self) -> int:
@@ -83,7 +106,7 @@ class Engine:
     def generate_batch(
         self, movies: list[np.ndarray], lengths: list[int | None] | None = None, decode: DecodeConfig | None = None
     ) -> list[Trailer]:
-        """Several movies as one padded batch; each gets the trailer it would get alone."""
+        """Several movies, in length buckets of padded batches; each gets the trailer it would get alone."""
         decode = decode or DecodeConfig()
         if not movies:
             raise InputError("no movies to generate trailers for")
@@ -95,6 +118,21 @@ class Engine:
             default_trailer_length(m.shape[0]) if n is None else check_trailer_length(int(n), m.shape[0])
             for m, n in zip(movies, lengths)
         ]
+        device = self.backend.device
+        trailers: list[Trailer | None] = [None] * len(movies)
+        max_tokens = MAX_TOKENS.get(device.type, MAX_TOKENS["cuda"])
+        for bucket in plan_buckets([m.shape[0] for m in movies], max_tokens):
+            for k, trailer in zip(bucket, self._generate_bucket([movies[k] for k in bucket], [lengths[k] for k in bucket], decode)):
+                trailers[k] = trailer
+        return trailers
+
+    def generate_many(self, items, length: int | None = None, decode: DecodeConfig | None = None, **kwargs):
+        """Stream (name, features or loader) pairs to results in input order; see `ssmp_infer.many`."""
+        from .many import generate_many
+
+        return generate_many(self, items, length=length, decode=decode, **kwargs)
+
+    def _generate_bucket(self, movies: list[np.ndarray], lengths: list[int], decode: DecodeConfig) -> list[Trailer]:
         device = self.backend.device
         movie, movie_valid = pad_batch(movies)
         start = time.perf_counter()

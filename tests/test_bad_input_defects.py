@@ -35,6 +35,8 @@ from ssmp_infer.kernels import score_slots
 from ssmp_infer.metrics import match_shots, order_agreement, score_trailer
 from ssmp_infer.model import SSMPEncoder
 
+from .helpers import assert_close
+
 D = 16
 CFG = ModelConfig(feature_dim=D, d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, temperature=0.05)
 MODES = ["paper", "topk"]
@@ -326,9 +328,9 @@ class CountingBackend(TorchBackend):
         super().__init__(model)
         self.masks = []  # the open slots of every encoder pass
 
-    def encode(self, movie, movie_valid, slots, slot_masked, slot_valid):
+    def step(self, state, slots, slot_masked, slot_valid):
         self.masks.append(slot_masked.clone())
-        return super().encode(movie, movie_valid, slots, slot_masked, slot_valid)
+        return super().step(state, slots, slot_masked, slot_valid)
 
 
 def topk_pass_every_round(backend, movie, valid, lengths, steps, temperature):
@@ -371,7 +373,8 @@ def test_topk_with_more_rounds_than_slots_runs_only_the_rounds_that_lock():
     backend, got, want = decode_topk([3], 12, [20])
     assert len(backend.masks) == 3 and got.rounds.tolist() == [3]  # was 12
     assert [int(m.sum()) for m in backend.masks] == [3, 2, 1]  # each pass locks one more slot
-    assert torch.equal(got.shots, want[0]) and torch.equal(got.confidence, want[1])
+    assert torch.equal(got.shots, want[0])  # cached movie states (prefix) against a full pass every round
+    assert_close(got.confidence, want[1], atol=1e-5, rtol=1e-4)
     assert len(set(got.shots[0].tolist())) == 3 and (got.shots >= 0).all()
 
     engine = Engine(CFG, TorchBackend(tiny_encoder()))
@@ -385,7 +388,8 @@ def test_topk_batch_counts_each_movies_own_passes():
     union = sorted(set().union(*(locking_rounds(n, steps) for n in lengths)))
     assert len(backend.masks) == len(union) < steps
     assert got.rounds.tolist() == [len(locking_rounds(n, steps)) for n in lengths]
-    assert torch.equal(got.shots, want[0]) and torch.equal(got.confidence, want[1])
+    assert torch.equal(got.shots, want[0])  # cached movie states (prefix) against a full pass every round
+    assert_close(got.confidence, want[1], atol=1e-5, rtol=1e-4)
     engine = Engine(CFG, TorchBackend(tiny_encoder()))
     feats = movies([20, 31, 9], seed=5)
     batched = engine.generate_batch(feats, lengths, DecodeConfig(mode="topk", steps=steps))
@@ -400,4 +404,5 @@ def test_topk_with_many_slots_still_runs_every_round_with_the_same_result():
     assert all(locking_rounds(n, steps) == list(range(1, steps + 1)) for n in lengths)
     backend, got, want = decode_topk(lengths, steps, [60, 45])
     assert len(backend.masks) == steps and got.rounds.tolist() == [steps, steps]
-    assert torch.equal(got.shots, want[0]) and torch.equal(got.confidence, want[1])
+    assert torch.equal(got.shots, want[0])  # cached movie states (prefix) against a full pass every round
+    assert_close(got.confidence, want[1], atol=1e-5, rtol=1e-4)

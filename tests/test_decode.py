@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ssmp_infer.backends import TorchBackend
 from ssmp_infer.config import DecodeConfig, ModelConfig
@@ -32,9 +33,9 @@ class RecordingBackend(TorchBackend):
         super().__init__(model)
         self.calls = []
 
-    def encode(self, movie, movie_valid, slots, slot_masked, slot_valid):
+    def step(self, state, slots, slot_masked, slot_valid):
         self.calls.append((slots.clone(), slot_masked.clone()))
-        return super().encode(movie, movie_valid, slots, slot_masked, slot_valid)
+        return super().step(state, slots, slot_masked, slot_valid)
 
 
 def tiny_engine(seed=0, cfg=CFG):
@@ -93,7 +94,7 @@ def test_locked_slots_stay_locked_on_their_shot():
     backend = RecordingBackend(SSMPEncoder(ModelConfig(**{**CFG.to_dict(), "temperature": 1.0})))
     feats = movies([25], seed=3)
     result = decode_batch(backend, feats, [8], DecodeConfig(seed=1))
-    movie = torch.from_numpy(feats[0])
+    movie = F.normalize(torch.from_numpy(feats[0]), dim=-1)  # the decoder feeds unit rows
     masked_per_round = [m[0] for _, m in backend.calls]
     assert len(backend.calls) == int(result.rounds[0]) > 1
     for before, after in zip(masked_per_round, masked_per_round[1:]):

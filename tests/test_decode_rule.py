@@ -14,8 +14,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ssmp_infer import decode
+from ssmp_infer.backends import MovieState
 from ssmp_infer.config import DecodeConfig
 from ssmp_infer.decode import generate, lock_draws
 from ssmp_infer.kernels import score_slots_ref
@@ -81,7 +83,10 @@ class RecordingBackend:
         self.predictor = predictor
         self.masked = []  # (B, J) bool per encoder pass: the slots open at the start of that round
 
-    def encode(self, movie, movie_valid, slots, slot_masked, slot_valid):
+    def prepare(self, movie, movie_valid, refresh_every=None):
+        return MovieState(F.normalize(movie.float(), dim=-1), movie_valid, refresh_every=0)
+
+    def step(self, state, slots, slot_masked, slot_valid):
         self.masked.append(slot_masked.clone())
         return self.predictor.predict(slot_masked)
 

@@ -1,13 +1,13 @@
 """Backends run one encoder pass on padded tensors; the decode loop does not know which it drives.
 
-The interface is the `Backend` protocol: `name`, `device`, and
-`encode(movie, movie_valid, slots, slot_masked, slot_valid) -> (B, J, D)` predicted slot features.
-ONNX Runtime and TensorRT backends slot in beside `TorchBackend` with the same signature.
+The interface is the `Backend` protocol (base.py): `prepare(movie, movie_valid, refresh_every) ->
+MovieState` once per batch and `step(state, slots, slot_masked, slot_valid) -> (B, J, D)` predicted
+slot features once per round. ONNX Runtime and TensorRT backends implement the same two calls.
 """
 
-from .base import Backend
+from .base import Backend, MovieState
 from .torch_backend import TorchBackend
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime")  # onnxruntime: OnnxRuntimeBackend (onnx_backend.py), imported when asked for
 
-__all__ = ["Backend", "TorchBackend", "BACKENDS"]
+__all__ = ["Backend", "MovieState", "TorchBackend", "BACKENDS"]

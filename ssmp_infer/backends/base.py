@@ -1,20 +1,78 @@
+"""What the decoder asks of a backend: `prepare` once per batch of movies, `step` once per round.
+
+    state = backend.prepare(movie, movie_valid, refresh_every)   # (B, I, D), (B, I) -> MovieState
+    pred = backend.step(state, slots, slot_masked, slot_valid)    # -> (B, J, D) predicted slot features
+
+A backend must guarantee:
+- `prepare` keeps in the state the L2-normalised movie (`movie_unit`: decoding scores against it and
+  feeds its rows to locked slots) and whatever it reuses across rounds (`cache`: for the torch backend
+  the movie tokens' per-layer keys and values). For a model with a shot prior, `shot_prior` (B, I)
+  holds b_i after `prepare` (prefix attention) or after each `step` that recomputed the movie.
+- `step` returns what one full encoder pass over [movie ; slots] would return for the slot rows, up to
+  float rounding, whenever the model reads prefix attention (the movie's states do not depend on the
+  slots, so a cache is exact) or `refresh_every` is 1 (every round recomputes). For a full-attention
+  model with `refresh_every` k > 1 the movie's states are recomputed every k-th step and reused,
+  stale, in between (an approximation the caller chose); 0 means computed once, never refreshed.
+- Padded movie shots (`movie_valid` False) and padded slots never change a real row's output.
+- `MovieState.select(rows)` keeps only movies `rows`: a batch drops finished movies without a new
+  `prepare`, so a cache must be batch-first (`cache.select(rows)`).
+- No global state: two states (two batches) may be stepped in any interleaving.
+"""
+
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
+
+
+@dataclass
+class MovieState:
+    movie_unit: torch.Tensor  # (B, I, D) float32 unit rows
+    movie_valid: torch.Tensor  # (B, I) bool
+    refresh_every: int  # 1: recompute every step; k > 1: refresh the cache every k steps; 0: never
+    cache: Any = None  # the backend's reusable movie states (batch-first, with .select(rows)), or None
+    steps: int = 0  # steps taken since prepare (when to refresh)
+    shot_prior: torch.Tensor | None = None  # (B, I) per-shot logit b_i added to every slot's scores, if any
+
+    def select(self, rows: torch.Tensor) -> "MovieState":
+        """The state of movies `rows` only (a LongTensor of batch indices)."""
+        return MovieState(
+            self.movie_unit.index_select(0, rows),
+            self.movie_valid.index_select(0, rows),
+            self.refresh_every,
+            None if self.cache is None else self.cache.select(rows),
+            self.steps,
+            None if self.shot_prior is None else self.shot_prior.index_select(0, rows),
+        )
+
+    def due_for_refresh(self) -> bool:
+        """Whether this step must recompute the movie's states (the caller then counts the step)."""
+        if self.refresh_every == 1 or self.cache is None:
+            return True
+        return self.refresh_every > 1 and self.steps % self.refresh_every == 0
 
 
 class Backend(Protocol):
     name: str
     device: torch.device
 
-    def encode(
+    def prepare(self, movie: torch.Tensor, movie_valid: torch.Tensor, refresh_every: int | None = None) -> MovieState:
+        """Once per batch. `refresh_every` None: the model's exact default (cache under prefix
+        attention, recompute every round under full attention)."""
+        ...
+
+    def step(
         self,
-        movie: torch.Tensor,  # (B, I, D)
-        movie_valid: torch.Tensor,  # (B, I) bool
-        slots: torch.Tensor,  # (B, J, D)
-        slot_masked: torch.Tensor,  # (B, J) bool
+        state: MovieState,
+        slots: torch.Tensor,  # (B, J, D) features of the shots locked into the slots
+        slot_masked: torch.Tensor,  # (B, J) bool: the slot holds MP instead
         slot_valid: torch.Tensor,  # (B, J) bool
     ) -> torch.Tensor:  # (B, J, D) predicted slot features
         ...
+
+
+def default_refresh_every(movie_attention: str) -> int:
+    """Exact by default: prefix models never need a refresh (0), full models recompute every round (1)."""
+    return 0 if movie_attention == "prefix" else 1

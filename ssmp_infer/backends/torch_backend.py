@@ -1,19 +1,63 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from ..config import PRECISIONS
 from ..model import SSMPEncoder
+from .base import MovieState, default_refresh_every
+
 
 
 class TorchBackend:
-    """Eager PyTorch: the reference every other backend is compared with."""
+    """Eager PyTorch: the reference every other backend is compared with.
+
+    `precision` "bf16" runs the encoder under autocast (matmuls and attention in bfloat16, the
+    LayerNorms and the output in float32); "int8" (CPU only) quantises the weights of every linear
+    layer to int8 and their inputs on the fly (dynamic quantisation; attention stays float32).
+    Scoring and locking always stay in float32.
+    """
 
     name = "torch"
 
-    def __init__(self, model: SSMPEncoder, device: torch.device | str = "cpu"):
+    def __init__(self, model: SSMPEncoder, device: torch.device | str = "cpu", precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.precision = precision
+        if precision == "int8":
+            if self.device.type != "cpu":
+                raise ValueError("int8 dynamic quantisation runs on the CPU only")
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    @torch.inference_mode()
+    def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
+        k = default_refresh_every(self.model.cfg.movie_attention) if refresh_every is None else refresh_every
+        state = MovieState(F.normalize(movie.float(), dim=-1), movie_valid, refresh_every=k)
+        if self.model.cfg.movie_attention == "prefix" and k != 1:
+            state.refresh_every = 0  # the cache is exact: a refresh would recompute the same states
+            with self._autocast():
+                state.cache = self.model.prepare(state.movie_unit, movie_valid)
+            state.shot_prior = state.cache.shot_prior
+        return state
+
+    @torch.inference_mode()
+    def step(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor:
+        with self._autocast():
+            if state.due_for_refresh():
+                pred, cache = self.model.forward_with_states(state.movie_unit, state.movie_valid, slots, slot_masked, slot_valid)
+                state.cache = cache if state.refresh_every != 1 else None
+                state.shot_prior = cache.shot_prior
+            else:
+                pred = self.model.step(state.cache, slots, slot_masked, slot_valid)
+        state.steps += 1
+        return pred.float()
 
     @torch.inference_mode()
     def encode(self, movie, movie_valid, slots, slot_masked, slot_valid):
-        return self.model(movie, movie_valid, slots, slot_masked, slot_valid)
+        """One full pass, no reuse (a one-round `prepare` + `step` with refresh_every 1)."""
+        return self.step(self.prepare(movie, movie_valid, refresh_every=1), slots, slot_masked, slot_valid)
