@@ -20,8 +20,10 @@ setup(
     package_data={"ssmp_infer": ["assets/default_model/*.json", "assets/default_model/*.safetensors"]},
     install_requires=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4"],
     extras_require={
-        # onnx, gpu and tensorrt extras arrive with the export and kernel work that needs them.
-        "test": ["pytest>=8", "pytest-benchmark>=4"],
+        # gpu extras arrive with the kernel work that needs them.
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
+        "tensorrt": ["tensorrt>=10", "onnx>=1.16", "onnxscript>=0.5"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
     },
     entry_points={"console_scripts": ["ssmp-infer=ssmp_infer.cli:main"]},
 )

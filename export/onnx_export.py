@@ -1,0 +1,281 @@
+"""The encoder as ONNX graphs that match the backend interface (`ssmp_infer.backends.base`).
+
+    prepare.onnx  movie (B, I, D) f32, movie_valid (B, I) bool
+                  -> keys, values (L, B, H, I, hd) f32 [, shot_prior (B, I) f32]   prefix attention only
+    step.onnx     keys, values, movie_valid, slots (B, J, D) f32, slot_masked, slot_valid (B, J) bool
+                  -> pred (B, J, D) f32
+    full.onnx     movie, movie_valid, slots, slot_masked, slot_valid
+                  -> pred, keys, values [, shot_prior]                             full attention only
+
+B, I and J are the symbolic dims "batch", "shots" and "slots"; everything else (D, L, H, hd) is the
+model's. The J×I scores are not an output: scoring stays in the decoder. Each file's metadata holds
+the model config (JSON) and the sha256 of the weights it was exported from, so a backend can refuse
+files that belong to another model.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ssmp_infer.config import ModelConfig
+from ssmp_infer.errors import InputError
+from ssmp_infer.model import MovieStates, SSMPEncoder
+
+OPSET = 18
+FORMAT = "ssmp-infer-onnx/1"  # bump when the graphs' inputs or outputs change: cached exports are redone
+BATCH, SHOTS, SLOTS = "batch", "shots", "slots"
+META_FORMAT, META_GRAPH, META_CONFIG, META_WEIGHTS = (
+    "ssmp_infer.format", "ssmp_infer.graph", "ssmp_infer.model_config", "ssmp_infer.weights_sha256",
+)
+
+
+class PrepareGraph(nn.Module):
+    """`SSMPEncoder.prepare` with the per-layer states stacked: one tensor per kind, layer first."""
+
+    def __init__(self, model: SSMPEncoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, movie, movie_valid):
+        states = self.model.prepare(movie, movie_valid)
+        keys, values = torch.stack(states.keys), torch.stack(states.values)  # (L, B, H, I, hd)
+        return (keys, values) if states.shot_prior is None else (keys, values, states.shot_prior)
+
+
+class StepGraph(nn.Module):
+    """`SSMPEncoder.step` reading the stacked states."""
+
+    def __init__(self, model: SSMPEncoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, keys, values, movie_valid, slots, slot_masked, slot_valid):
+        states = MovieStates(list(keys.unbind(0)), list(values.unbind(0)), movie_valid)
+        return self.model.step(states, slots, slot_masked, slot_valid)
+
+
+class FullGraph(nn.Module):
+    """`SSMPEncoder.forward_with_states`: one pass over [movie ; slots], and the movie's states."""
+
+    def __init__(self, model: SSMPEncoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, movie, movie_valid, slots, slot_masked, slot_valid):
+        pred, states = self.model.forward_with_states(movie, movie_valid, slots, slot_masked, slot_valid)
+        keys, values = torch.stack(states.keys), torch.stack(states.values)
+        return (pred, keys, values) if states.shot_prior is None else (pred, keys, values, states.shot_prior)
+
+
+def graph_names(cfg: ModelConfig) -> tuple[str, ...]:
+    """The graphs a model needs: prepare + step under prefix attention, full + step under full attention
+    (step then reuses stale states when the caller asks for `refresh_every` > 1)."""
+    return ("prepare", "step") if cfg.movie_attention == "prefix" else ("full", "step")
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the state dict (names, dtypes, shapes, bytes, in name order): the same weights give the
+    same hash whatever file they were loaded from."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _signature(cfg: ModelConfig, graph: str):
+    """(wrapper class, input names, output names, example inputs, dynamic shapes) of one graph.
+
+    The example sizes are all different and above 1 so that no dim can be mistaken for another or
+    specialised to a constant by the exporter.
+    """
+    B, I, J, D = 2, 7, 5, cfg.feature_dim
+    L, H, hd = cfg.n_layers, cfg.n_heads, cfg.head_dim
+    batch, shots, slots = torch.export.Dim(BATCH), torch.export.Dim(SHOTS), torch.export.Dim(SLOTS)
+    gen = torch.Generator().manual_seed(0)  # not the global generator: exporting changes no caller's draws
+    randn = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    valid_i = torch.ones(B, I, dtype=torch.bool)
+    valid_i[1, I - 2 :] = False
+    valid_j = torch.ones(B, J, dtype=torch.bool)
+    valid_j[0, J - 1 :] = False
+    masked_j = torch.zeros(B, J, dtype=torch.bool)
+    masked_j[:, ::2] = True
+    movie = {"movie": (randn(B, I, D), {0: batch, 1: shots}), "movie_valid": (valid_i, {0: batch, 1: shots})}
+    slot = {
+        "slots": (randn(B, J, D), {0: batch, 1: slots}),
+        "slot_masked": (masked_j, {0: batch, 1: slots}),
+        "slot_valid": (valid_j, {0: batch, 1: slots}),
+    }
+    states = {
+        "keys": (randn(L, B, H, I, hd), {1: batch, 3: shots}),
+        "values": (randn(L, B, H, I, hd), {1: batch, 3: shots}),
+        "movie_valid": (valid_i, {0: batch, 1: shots}),
+    }
+    prior = ("shot_prior",) if cfg.shot_prior else ()
+    if graph == "prepare":
+        return PrepareGraph, movie, ("keys", "values") + prior
+    if graph == "step":
+        return StepGraph, {**states, **slot}, ("pred",)
+    return FullGraph, {**movie, **slot}, ("pred", "keys", "values") + prior
+
+
+def _export_graph(model: SSMPEncoder, graph: str, path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    wrapper, inputs, outputs = _signature(model.cfg, graph)
+    args = tuple(example for example, _ in inputs.values())
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed" notes, irrelevant here
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's progress chatter and deprecation notes
+            program = torch.onnx.export(
+                wrapper(model).eval(),
+                args,
+                input_names=list(inputs),
+                output_names=list(outputs),
+                dynamic_shapes={name: dims for name, (_, dims) in inputs.items()},
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
+    proto = program.model_proto
+    for key, value in {**metadata, META_GRAPH: graph}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save_model(proto, str(path))
+
+
+def export_onnx(model: SSMPEncoder, out_dir: str | Path, force: bool = False) -> dict[str, Path]:
+    """Write the model's graphs (see `graph_names`) into `out_dir`; {graph: path}.
+
+    An existing graph file is replaced only with `force`; every file is written to a temporary name
+    first, so a reader never sees half a graph.
+    """
+    _require_onnx()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} exists and is not a directory")
+    names = graph_names(model.cfg)
+    paths = {name: out_dir / f"{name}.onnx" for name in names}
+    for path in paths.values():  # check them all before writing any
+        if path.exists() and not force:
+            raise InputError(f"{path} already exists; pass --force to overwrite it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).to("cpu").eval()  # the caller's model stays where and as it was
+    metadata = {
+        META_FORMAT: FORMAT,
+        META_CONFIG: json.dumps(model.cfg.to_dict(), sort_keys=True),
+        META_WEIGHTS: weights_sha256(model),
+    }
+    for name, path in paths.items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        try:
+            _export_graph(model, name, Path(tmp), metadata)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return paths
+
+
+def read_metadata(directory: str | Path) -> dict:
+    """{"config": ModelConfig, "weights_sha256": str, "paths": {graph: Path}} of an export directory,
+    after checking that every graph the config needs is there and all agree on format and weights."""
+    _require_onnx(exporting=False)
+    import onnx
+
+    from google.protobuf.message import DecodeError
+
+    directory = Path(directory)
+    if not any((directory / f"{g}.onnx").is_file() for g in ("prepare", "full")):
+        raise InputError(f"no ONNX export in {directory}: expected prepare.onnx or full.onnx (write one with `ssmp-infer export`)")
+    seen = None
+    paths = {}
+    for graph in ("prepare", "full", "step"):
+        path = directory / f"{graph}.onnx"
+        if not path.is_file():
+            continue
+        try:  # the whole file is parsed (the metadata sits after the graph); these models are small
+            props = {p.key: p.value for p in onnx.load_model(str(path), load_external_data=False).metadata_props}
+        except (DecodeError, ValueError) as e:
+            raise InputError(f"{path} is not a readable ONNX file ({e}); export it again") from None
+        if props.get(META_FORMAT) != FORMAT:
+            raise InputError(f"{path} is not an {FORMAT} export (format {props.get(META_FORMAT)!r}); export it again")
+        mine = (props.get(META_CONFIG), props.get(META_WEIGHTS))
+        if seen is not None and mine != seen:
+            raise InputError(f"the graphs in {directory} come from different models; export them again together")
+        seen = mine
+        paths[graph] = path
+    config = ModelConfig.from_dict(json.loads(seen[0]))
+    missing = [g for g in graph_names(config) if g not in paths]
+    if missing:
+        raise InputError(f"{directory} lacks {', '.join(g + '.onnx' for g in missing)} for this {config.movie_attention}-attention model")
+    return {"config": config, "weights_sha256": seen[1], "paths": {g: paths[g] for g in graph_names(config)}}
+
+
+def cache_root() -> Path:
+    """Where exports made on first use live: $SSMP_INFER_CACHE, else ~/.cache/ssmp-infer (a location
+    only; nothing read from it changes a result, and a stale entry is detected by its metadata)."""
+    root = os.environ.get("SSMP_INFER_CACHE")
+    return Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ssmp-infer"
+
+
+def cached_onnx_dir(model: SSMPEncoder) -> Path:
+    """The export of `model` in the cache, made now if it is not there yet: onnx/<weights hash>-<config hash>.
+
+    The config is part of the key because the same weights under another attention give other graphs.
+    Concurrent first uses each export into a private directory and the first rename wins.
+    """
+    config = json.dumps(model.cfg.to_dict(), sort_keys=True)
+    key = f"{weights_sha256(model)[:24]}-{hashlib.sha256((FORMAT + config).encode()).hexdigest()[:8]}"
+    target = cache_root() / "onnx" / key
+    if target.is_dir():
+        try:
+            read_metadata(target)
+            return target
+        except InputError:  # a damaged or outdated entry: replace it
+            shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    try:
+        export_onnx(model, tmp, force=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process got there first; its export is the same
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _require_onnx(exporting: bool = True) -> None:
+    """Reading an export needs `onnx`; writing one needs `onnxscript` too (the exporter translates with it)."""
+    try:
+        import onnx  # noqa: F401
+
+        if exporting:
+            import onnxscript  # noqa: F401
+    except ImportError as e:
+        what = "exporting to ONNX" if exporting else "reading ONNX files"
+        raise InputError(f"{what} needs {e.name}, which is not installed: pip install 'ssmp-infer[onnx]'") from None

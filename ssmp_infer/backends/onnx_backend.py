@@ -1,0 +1,148 @@
+"""ONNX Runtime: the exported graphs (`ssmp_infer.export.onnx_export`) behind the prepare/step interface.
+
+CPU execution provider by default, graph optimisations at ORT_ENABLE_ALL. On a CUDA device with
+onnxruntime-gpu installed the CUDA execution provider runs the graphs, and inputs and outputs are
+bound to torch CUDA tensors (I/O binding) so nothing goes through host memory. That path is written
+against ONNX Runtime's documented `io_binding` API but has not been run: no machine here has both
+a GPU and onnxruntime-gpu.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .base import MovieState, default_refresh_every
+
+try:
+    import onnxruntime as ort
+
+    HAS_ONNXRUNTIME = True
+except ImportError:
+    ort = None
+    HAS_ONNXRUNTIME = False
+
+MISSING = "the onnxruntime backend needs ONNX Runtime: pip install 'ssmp-infer[onnx]'"
+
+
+@dataclass
+class OnnxMovieCache:
+    """The movie's per-layer states as the graphs take them: keys and values (L, B, H, I, hd)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    def select(self, rows: torch.Tensor) -> "OnnxMovieCache":
+        return OnnxMovieCache(self.keys.index_select(1, rows), self.values.index_select(1, rows))
+
+
+class OnnxRuntimeBackend:
+    """prepare.onnx once per batch and step.onnx per round (prefix attention, exact), or full.onnx on
+    the rounds that refresh the movie's states and step.onnx in between (full attention).
+
+    A prefix model's cache is exact, so `refresh_every` 1 gives the same predictions as the cache (up
+    to float rounding) and the backend always uses it.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_dir: str | Path, device: torch.device | str = "cpu", weights_sha256: str | None = None):
+        if not HAS_ONNXRUNTIME:
+            raise InputError(MISSING)
+        from ..export.onnx_export import read_metadata
+
+        meta = read_metadata(onnx_dir)
+        if weights_sha256 is not None and meta["weights_sha256"] != weights_sha256:
+            raise InputError(
+                f"the ONNX files in {onnx_dir} were exported from other weights (sha256 {meta['weights_sha256'][:12]}…, "
+                f"this model's is {weights_sha256[:12]}…); export this model with `ssmp-infer export`"
+            )
+        self.config = meta["config"]
+        self.onnx_dir = Path(onnx_dir)
+        self.device = torch.device(device)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        self.io_binding = self.device.type == "cuda"
+        if self.io_binding:
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise InputError(f"device {self.device} needs onnxruntime-gpu (this ONNX Runtime runs on the CPU only)")
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+        self.sessions = {
+            graph: ort.InferenceSession(str(path), options, providers=providers) for graph, path in meta["paths"].items()
+        }
+
+    @classmethod
+    def for_model(cls, model, device, onnx_dir: str | Path | None = None) -> "OnnxRuntimeBackend":
+        """The backend for a loaded model: its graphs from `onnx_dir` (checked to be this model's), or
+        from the export cache, exported there on first use."""
+        if not HAS_ONNXRUNTIME:
+            raise InputError(MISSING)
+        from ..export.onnx_export import cached_onnx_dir, weights_sha256
+
+        if onnx_dir is None:
+            onnx_dir = cached_onnx_dir(model)
+        return cls(onnx_dir, device, weights_sha256=weights_sha256(model))
+
+    def _run(self, graph: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        session = self.sessions[graph]
+        if not self.io_binding:
+            feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in inputs.items()}
+            return [torch.from_numpy(out) for out in session.run(None, feed)]
+        # CUDA: bind the torch tensors' memory; outputs go into torch tensors allocated here (their
+        # shapes follow from the inputs', see `_output_shape`).
+        binding = session.io_binding()
+        index = self.device.index or 0
+        inputs = {name: t.contiguous() for name, t in inputs.items()}  # kept alive until the run ends
+        for name, t in inputs.items():
+            binding.bind_input(name, "cuda", index, _NUMPY[t.dtype], tuple(t.shape), t.data_ptr())
+        outputs = []
+        for out in session.get_outputs():
+            t = torch.empty(self._output_shape(out.name, inputs), dtype=torch.float32, device=self.device)
+            binding.bind_output(out.name, "cuda", index, np.float32, tuple(t.shape), t.data_ptr())
+            outputs.append(t)
+        # ORT computes on its own CUDA stream: torch's pending writes to the inputs must land first.
+        # Run returns after ORT's stream is done, so the outputs are ready for torch.
+        torch.cuda.synchronize(self.device)
+        session.run_with_iobinding(binding)
+        return outputs
+
+    def _output_shape(self, name: str, inputs: dict) -> tuple[int, ...]:
+        cfg = self.config
+        movie_valid = inputs["movie_valid"]
+        B, I = movie_valid.shape
+        if name == "pred":
+            return (B, inputs["slots"].shape[1], cfg.feature_dim)
+        if name == "shot_prior":
+            return (B, I)
+        return (cfg.n_layers, B, cfg.n_heads, I, cfg.head_dim)  # keys, values
+
+    def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
+        k = default_refresh_every(self.config.movie_attention) if refresh_every is None else refresh_every
+        state = MovieState(F.normalize(movie.float(), dim=-1), movie_valid, refresh_every=k)
+        if self.config.movie_attention == "prefix":
+            state.refresh_every = 0  # exact: the states never need recomputing
+            keys, values, *prior = self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid)
+            state.cache = OnnxMovieCache(keys, values)
+            state.shot_prior = prior[0] if prior else None
+        return state
+
+    def step(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor:
+        slot_inputs = dict(slots=slots.float(), slot_masked=slot_masked, slot_valid=slot_valid)
+        if state.due_for_refresh():
+            pred, keys, values, *prior = self._run("full", movie=state.movie_unit, movie_valid=state.movie_valid, **slot_inputs)
+            state.cache = OnnxMovieCache(keys, values) if state.refresh_every != 1 else None
+            state.shot_prior = prior[0] if prior else None
+        else:
+            cache = state.cache
+            pred = self._run("step", keys=cache.keys, values=cache.values, movie_valid=state.movie_valid, **slot_inputs)[0]
+        state.steps += 1
+        return pred.to(self.device)
+
+
+_NUMPY = {torch.float32: np.float32, torch.bool: np.bool_}
