@@ -11,8 +11,8 @@ Every engine row carries its speed-up over both baselines and `same_as_recompute
 trailers are shot for shot those of the `refresh_every=1` run of the same setting (exact reuse must
 give the same trailers). The last line printed is the whole result as one JSON object.
 
-The timing helpers (`measure`, `machine`) follow benchmarks/harness.py, here inside the package so
-that an installed `ssmp-infer bench` needs no checkout.
+The timing helpers (`measure`, `machine`) live here, inside the package, so that an installed
+`ssmp-infer bench` needs no checkout; the scripts in benchmarks/ import them.
 """
 
 from __future__ import annotations
