@@ -180,7 +180,7 @@ def generate(
     )
     q = torch.zeros(B, J, device=device)  # cumulative confidence (paper mode)
     rounds = torch.zeros(B, dtype=torch.int64, device=device)
-    active = torch.arange(B, device=device)  # the original row of each movie still in the batch
+    active = torch.arange(B)  # on the host: the original row of each movie still in the batch
     cap = config.rounds_cap
     if config.mode == "topk":
         # The schedule depends on the lengths alone, so which rounds lock anything is known up front. A
@@ -189,39 +189,40 @@ def generate(
         locks_in_round = counts[1:] > counts[:-1]  # (T, B)
         round_locks = locks_in_round.any(dim=1).tolist()
         # after its last locking round a movie is done: it leaves the batch (known on the host, no sync)
-        last_round = (locks_in_round * torch.arange(1, cap + 1)[:, None]).amax(dim=0)  # (B,)
-        locks_in_round = locks_in_round.to(device)
+        last_round = (locks_in_round * torch.arange(1, cap + 1)[:, None]).amax(dim=0)  # (B,), host
 
-    def finish(done: torch.Tensor) -> None:
-        """Write the results of rows `done` (bool over the batch) out and drop them from every state."""
+    def finish(done_host: torch.Tensor) -> None:
+        """Write the results of rows `done_host` (bool over the batch, on the host) out and drop them from
+        every state."""
         nonlocal movie_state, state, q, rounds, active, slot_valid, lengths, movie_valid
-        rows = active[done]
+        rows, done = active[done_host].to(device), done_host.to(device)
         out.shots[rows] = torch.where(slot_valid[done], state.shots[done], -1)
         out.confidence[rows] = torch.where(slot_valid[done], state.confidence[done], 0.0)
         out.rounds[rows] = rounds[done]
-        keep = (~done).nonzero().squeeze(1)
+        keep_host = (~done_host).nonzero().squeeze(1)
+        active, keep = active[keep_host], keep_host.to(device)
         movie_state = movie_state.select(keep)
         state = DecodeState(*(t.index_select(0, keep) for t in (state.shots, state.confidence, state.locked, state.used)))
-        q, rounds, active = q.index_select(0, keep), rounds.index_select(0, keep), active.index_select(0, keep)
+        q, rounds = q.index_select(0, keep), rounds.index_select(0, keep)
         slot_valid, lengths, movie_valid = slot_valid[keep], lengths[keep], movie_valid[keep]
 
     for r in range(1, cap + 1):
         if config.mode == "topk":
             if not round_locks[r - 1]:
                 continue
-            done = (last_round < r).to(device)[active]
-            if bool(done.any()):  # host-side plan: `last_round` and `active` are known without a device sync
+            done = last_round[active] < r  # the host's plan: no device sync
+            if bool(done.any()):
                 finish(done)
         open_ = ~state.locked
         if config.mode == "paper" and (r - 1) % sync_every == 0:
-            done = ~open_.any(dim=1)
-            if bool(done.all()):  # the one host sync of a round: is any movie left?
+            done = (~open_.any(dim=1)).cpu()  # the one host sync of such a round: which movies are done?
+            if bool(done.all()):
                 break
             if bool(done.any()):
                 finish(done)
                 open_ = ~state.locked
         # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
-        rounds += locks_in_round[r - 1, active] if config.mode == "topk" else open_.any(dim=1)
+        rounds += locks_in_round[r - 1, active].to(device) if config.mode == "topk" else open_.any(dim=1)
         slots = slot_inputs(movie_state.movie_unit, state.shots)
         pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
 
@@ -239,5 +240,5 @@ def generate(
             lock_most_confident(state, score, need, I)
 
     if len(active):
-        finish(torch.ones(len(active), dtype=torch.bool, device=device))
+        finish(torch.ones(len(active), dtype=torch.bool))
     return out
