@@ -18,65 +18,11 @@ import torch
 from .config import DEFAULT_TRAILER_FRACTION
 from .errors import InputError
 
-FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+# Files and arrays are checked in ssmp_infer/inputs.py, the one place the CLI, Engine and the server share.
+from .inputs import FLOAT_DTYPES, load_features, validate_features  # noqa: F401  (re-exported)
+
 MOVIE_DIR, TRAILER_DIR = "movie_shot_embs", "trailer_shot_embs"
 SPLITS = ("train", "test")
-
-
-def validate_features(array: np.ndarray, source: str, feature_dim: int | None = None) -> np.ndarray:
-    """Check a (I, D) shot-feature array; return it as float32, each row scaled by a power of two.
-
-    Only directions matter (cosine is scale-free, and the model reads unit rows), but a float32 norm
-    overflows for rows near 1e20 and underflows for rows near 1e-20. Scaling each row so its largest
-    entry lies in [0.5, 1) keeps its float32 norm in [0.5, sqrt(D)]; a power of two is exact, so the
-    unit row is the one the unscaled row would give wherever that one was representable.
-    """
-    if not isinstance(array, np.ndarray):
-        raise InputError(f"{source}: expected a numpy array of shot features, got {type(array).__name__}")
-    if array.dtype == object:
-        raise InputError(f"{source} holds Python objects; expected a numeric float array")
-    if array.dtype.type not in FLOAT_DTYPES:
-        raise InputError(f"{source} has dtype {array.dtype}; expected float16, float32 or float64")
-    if array.ndim != 2:
-        raise InputError(f"{source} has shape {array.shape}; expected a 2-D array (shots, features)")
-    if array.shape[0] == 0:
-        raise InputError(f"{source} has zero shots")
-    if array.shape[1] == 0:
-        raise InputError(f"{source} has zero feature columns")
-    if feature_dim is not None and array.shape[1] != feature_dim:
-        raise InputError(
-            f"{source} has {array.shape[1]}-d features but the model was trained for {feature_dim}-d features"
-        )
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise InputError(f"{source} contains NaN or Inf values (first in shot {row})")
-    largest = np.abs(array).max(axis=1).astype(np.float64)  # (I,)
-    zero_rows = np.flatnonzero(largest == 0)
-    if zero_rows.size:
-        raise InputError(f"shot {int(zero_rows[0])} of {source} is all zeros; cosine similarity is undefined for it")
-    _, exponent = np.frexp(largest)  # largest = m · 2^exponent, m in [0.5, 1)
-    return np.ldexp(array.astype(np.float64), -exponent[:, None]).astype(np.float32)
-
-
-def load_features(path: str | Path, feature_dim: int | None = None) -> np.ndarray:
-    """Load and validate one movie's (I, D) shot features from a `.npy` file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory; expected a .npy file of shot features")
-    if path.suffix != ".npy":
-        raise InputError(f"{path} is not a .npy file; expected a NumPy array saved with numpy.save")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise InputError(f"{path} holds a pickled object array; expected a numeric float array") from None
-        raise InputError(f"{path} is not a valid .npy file ({e})") from None
-    except (OSError, EOFError) as e:
-        raise InputError(f"{path} could not be read as a .npy file ({e})") from None
-    return validate_features(array, str(path), feature_dim)
 
 
 def default_trailer_length(num_shots: int) -> int:
@@ -129,7 +75,12 @@ def load_split(root: str | Path, split: str, feature_dim: int | None = None) -> 
     examples = []
     for name in names:
         movie = load_features(movie_dir / f"{name}.npy", feature_dim)
-        trailer = load_features(trailer_dir / f"{name}.npy", movie.shape[1])
+        trailer = load_features(trailer_dir / f"{name}.npy")
+        if trailer.shape[1] != movie.shape[1]:  # the data disagree with themselves: not the model's fault
+            raise InputError(
+                f"trailer {trailer_dir / name}.npy has {trailer.shape[1]}-d features but its movie "
+                f"{movie_dir / name}.npy has {movie.shape[1]}-d; a trailer's shots are features of its movie's shots"
+            )
         if trailer.shape[0] > movie.shape[0]:
             raise InputError(f"trailer {name} has {trailer.shape[0]} shots, more than its movie's {movie.shape[0]}")
         examples.append(Example(name, movie, trailer, shot_targets(movie, trailer)))

@@ -13,8 +13,6 @@ result in its place; it never sinks the movies batched with it.
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Union
@@ -25,13 +23,11 @@ from .config import DecodeConfig
 from .data import check_trailer_length, default_trailer_length, load_features, validate_features
 from .engine import Trailer
 from .errors import InputError
+from .inputs import npz_members
 
 Loader = Callable[[], np.ndarray]
 Features = Union[np.ndarray, Loader]
 
-# What reading one member of a damaged or hostile .npz can raise: a bad header or a pickled array
-# (ValueError), a truncated or corrupt member (EOFError, BadZipFile, zlib.error), a failed read (OSError).
-_NPZ_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass
@@ -62,44 +58,19 @@ def _fail(message: str) -> Loader:
     return load
 
 
-class _Archive:
-    """An .npz opened on first read and closed once each of its members has been read (reopened if a
-    loader is called again), so many archives in one run do not hold many open files."""
-
-    def __init__(self, path: Path, keys: list[str]):
-        self.path, self._unread, self._npz = path, set(keys), None
-
-    def load(self, key: str) -> np.ndarray:
-        source = f"{self.path.name}:{key}"
-        try:
-            if self._npz is None:
-                self._npz = np.load(self.path, allow_pickle=False)
-            array = self._npz[key]
-        except _NPZ_READ_ERRORS as e:
-            if "allow_pickle" in str(e):
-                raise InputError(f"{source} holds a pickled object array; expected a numeric float array") from None
-            raise InputError(f"{source} could not be read from {self.path} ({e})") from None
-        finally:
-            self._unread.discard(key)
-            if not self._unread and self._npz is not None:
-                self._npz.close()
-                self._npz = None
-        return array
-
-
 def _npz_members(path: Path) -> Iterator[tuple[str, Loader]]:
+    """One item per array of an .npz, read lazily; `inputs.npz_members` checks each member's header
+    against its size before allocating (an archive cannot claim a 10^12-row array over a tiny member)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:  # reads the zip directory only
-            keys = list(npz.files)
-    except _NPZ_READ_ERRORS as e:
-        yield path.name, _fail(f"{path} could not be read as a .npz archive ({e})")
+        keys, load = npz_members(path)  # reads the zip directory only
+    except InputError as e:
+        yield path.name, _fail(str(e))
         return
     if not keys:
         yield path.name, _fail(f"{path} holds no arrays; expected one (shots, features) array per movie")
         return
-    archive = _Archive(path, keys)
     for key in keys:
-        yield f"{path.name}:{key}", (lambda key=key: archive.load(key))
+        yield f"{path.name}:{key}", (lambda key=key: load(key))
 
 
 def iter_inputs(paths: Iterable[str | Path]) -> Iterator[tuple[str, Loader]]:

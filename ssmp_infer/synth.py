@@ -43,9 +43,9 @@ g_j by argmax, tolerance 0), is written to ROOT/ceiling.json: what a model can b
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
+import os
 import re
 import shutil
 import tempfile
@@ -54,10 +54,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .atomic import write_text_atomic
+from .atomic import deferred_interrupts, write_text_atomic
 from .config import DEFAULT_TRAILER_FRACTION
 from .data import MOVIE_DIR, SPLITS, TRAILER_DIR, shot_targets, unit_rows
 from .errors import InputError
+from .inputs import dumps_json, memory_available
 from .metrics import score_trailer, summarise
 
 FEATURE_DIM = 1024
@@ -303,6 +304,77 @@ def check_options(movies, seed, test_fraction, min_shots, max_shots, dtype, worl
     return {"train": movies - num_test, "test": num_test}
 
 
+MARKER = "ssmp-synth.json"  # in every data root synth writes: `--force` replaces only such roots
+
+
+def check_root(root: Path, force: bool) -> None:
+    """Refuse a root that is a file, non-empty without --force, or (with --force) not synth's own: no
+    marker, or anything in train/ and test/ that synth did not write (a notes.txt, a real feature file)."""
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} exists and is not a directory")
+    if str(root) == "-":
+        raise InputError("--out - (standard output) cannot hold a data set; name a directory")
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    if not force:
+        raise InputError(f"{root} is not empty; pass --force to replace the synthetic data in it")
+    if not (root / MARKER).is_file() or (root / MARKER).is_symlink():
+        raise InputError(
+            f"{root} was not written by synth (it has no {MARKER} marker); --force replaces only synth's own "
+            "data sets, so remove it yourself or choose another --out"
+        )
+    for name in (CEILING_FILE, MARKER):
+        if os.path.lexists(root / name) and (not (root / name).is_file() or (root / name).is_symlink()):
+            raise InputError(f"{root / name} is not a regular file; --force will not replace it")
+    for split in SPLITS:
+        for path in _foreign(root / split):
+            raise InputError(f"{path} was not written by synth; --force will not delete it (move it out first)")
+
+
+_OWN_FILE = re.compile(r"movie_\d+\.npy")
+
+
+def _foreign(split_dir: Path):
+    """Entries under a split folder that synth would not have written (each yielded; empty if none)."""
+    if not os.path.lexists(split_dir):
+        return
+    if split_dir.is_symlink() or not split_dir.is_dir():
+        yield split_dir
+        return
+    for sub in split_dir.iterdir():
+        if sub.name not in (MOVIE_DIR, TRAILER_DIR) or sub.is_symlink() or not sub.is_dir():
+            yield sub
+            continue
+        for f in sub.iterdir():
+            if not _OWN_FILE.fullmatch(f.name) or f.is_symlink() or not f.is_file():
+                yield f
+
+
+def check_room(root: Path, movies: int, min_shots: int, max_shots: int, itemsize: int, feature_dim: int) -> None:
+    """Refuse sizes the disk or the memory cannot hold, before any work (the new set is built beside the
+    old one, so the disk must hold it whole)."""
+    mean_shots = (min_shots + max_shots) / 2
+    trailer_share = DEFAULT_TRAILER_FRACTION * (1 + TRAILER_JITTER)
+    disk = movies * mean_shots * (1 + trailer_share) * feature_dim * itemsize
+    target = root
+    while not target.exists() and target.parent != target:
+        target = target.parent
+    free = shutil.disk_usage(target).free
+    if disk > free:
+        raise InputError(
+            f"{movies} movies of {min_shots}-{max_shots} shots need about {disk / 2**30:.3g} GiB on disk; "
+            f"{target} has {free / 2**30:.3g} GiB free"
+        )
+    # make_movie holds about eight (I, D) float32 arrays at its peak, and the ceiling a (J, I) score matrix
+    peak = max_shots * feature_dim * 4 * 8 + trailer_length(max_shots, 1.0) * max_shots * 8
+    available = memory_available()
+    if peak > available:
+        raise InputError(
+            f"a movie of {max_shots} shots needs about {peak / 2**30:.3g} GiB of memory to make; "
+            f"{available / 2**30:.3g} GiB are available"
+        )
+
+
 def write_dataset(
     root: str | Path,
     movies: int = 200,
@@ -318,20 +390,25 @@ def write_dataset(
     """Write `movies` synthetic movie/trailer pairs under ROOT in the CMTD layout, and ROOT/ceiling.json.
 
     The data are built in a temporary folder inside ROOT and moved into place at the end, so an
-    interrupted run leaves the previous data (or nothing) behind, never half a data set. `world_seed`
+    interrupted run leaves the previous data (or nothing) behind, never half a data set. ROOT gets a
+    `ssmp-synth.json` marker: `force` replaces train/, test/ and ceiling.json only in a marked ROOT and only
+    if they hold nothing synth did not write; every option is checked before anything is touched. `world_seed`
     (default: `seed`) draws the structure; `seed` the movies, so fresh movies of a known world can be made.
     """
     world_seed = seed if world_seed is None else world_seed
     counts = check_options(movies, seed, test_fraction, min_shots, max_shots, dtype, world_seed)
     root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise InputError(f"{root} exists and is not a directory")
-    if root.is_dir() and any(root.iterdir()) and not force:
-        raise InputError(f"{root} is not empty; pass --force to replace the synthetic data in it")
+    check_root(root, force)  # every argument and the folder itself before anything is created or removed
+    check_room(root, movies, min_shots, max_shots, np.dtype(dtype).itemsize, feature_dim)
     world = World(world_seed, feature_dim)
 
+    created = root  # the outermost folder this run makes (None: ROOT existed), removed if it is interrupted
+    while not created.parent.exists():
+        created = created.parent
+    created = None if root.exists() else created
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".synth.", dir=root))
+    completed = False
     try:
         scores, shots, lengths = [], [], []
         width = max(4, len(str(movies - 1)))
@@ -369,12 +446,20 @@ def write_dataset(
             "feature_dim": feature_dim,
             "dtype": np.dtype(dtype).name,
         }
-        for split in SPLITS:  # replace only what synth itself writes
-            shutil.rmtree(root / split, ignore_errors=True)
-            (work / split).rename(root / split)
-        write_text_atomic(root / CEILING_FILE, json.dumps(ceiling, indent=2) + "\n", force=True)
+        write_text_atomic(work / CEILING_FILE, dumps_json(ceiling, indent=2) + "\n")
+        write_text_atomic(work / MARKER, dumps_json({"written_by": "ssmp-infer synth", "seed": seed}) + "\n")
+        # The swap: the old data set (checked above to be synth's own) moves into the work folder, the new
+        # one out of it: renames within one folder, with Ctrl-C held off so no mix of the two is left.
+        with deferred_interrupts():
+            for name in (*SPLITS, CEILING_FILE, MARKER):
+                if os.path.lexists(root / name):
+                    (root / name).rename(work / f"old.{name}")
+                (work / name).rename(root / name)
+        completed = True
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # the old data set, or an interrupted new one
+        if created is not None and not completed:
+            shutil.rmtree(created, ignore_errors=True)  # folders this run made, holding nothing else
     return {
         "root": str(root),
         "train": counts["train"],
