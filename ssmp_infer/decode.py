@@ -13,6 +13,8 @@ mode "topk" (MaskGIT): after round r of T, L - floor(L · cos(π/2 · r/T)) slot
     confident open slots lock. A slot that loses its shot to a more confident one is re-scored over
     the shots still free (no new encoder pass), so each round locks exactly the scheduled count. A
     round whose count rises for no movie (more rounds than slots) is skipped: no encoder pass.
+mode "greedy" (the decoding ablation): topk's path with one lock per round, L rounds: the single most
+    confident open slot locks, every other slot is re-masked and predicted again.
 
 A locked slot never changes and a locked shot is never offered again, so no shot appears twice.
 All state is batched (B movies, padded); padded slots count as locked from the start.
@@ -24,13 +26,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .backends import Backend
 from .config import DecodeConfig
 from .data import slot_inputs
 from .errors import InputError
-from .kernels import round_scorer
+from .kernels import round_scorer, score_candidates, select_remask_triton, use_triton
 
 
 @dataclass
@@ -61,6 +62,15 @@ def cosine_schedule(round_index: int, total_rounds: int, lengths: torch.Tensor) 
     """Slots locked after round `round_index` (1-based) of `total_rounds`: L - floor(L · cos(π/2 · r/T))."""
     remaining = torch.floor(lengths.to(torch.float64) * math.cos(math.pi / 2 * round_index / total_rounds))
     return lengths - remaining.to(lengths.dtype)
+
+
+def greedy_schedule(round_index: int, total_rounds: int, lengths: torch.Tensor) -> torch.Tensor:
+    """Slots locked after round `round_index`: one per round, most confident first, until all are."""
+    return lengths.clamp(max=round_index)
+
+
+# modes that lock a scheduled count of the most confident open slots each round (no Bernoulli draws)
+SCHEDULES = {"topk": cosine_schedule, "greedy": greedy_schedule}
 
 
 def claims_by_confidence(best: torch.Tensor, prob: torch.Tensor, eligible: torch.Tensor, num_shots: int):
@@ -111,13 +121,21 @@ def lock_most_confident(state: DecodeState, score, need: torch.Tensor, num_shots
             return
 
 
-def lock_draws(seed: int, round_index: int, num_slots: int, device: torch.device) -> torch.Tensor:
-    """(J,) uniforms in [0, 1) from a counter-based hash of (seed, round, slot).
+def select_remask(c, state: DecodeState, q: torch.Tensor, slots: torch.Tensor, mode: str, **kwargs) -> None:
+    """The fused round on the decoder's state, in place: one launch, no host sync (kernels/select_remask.py)."""
+    select_remask_triton(c, state.shots, state.confidence, state.locked, state.used, q, slots, mode=mode, **kwargs)
+
+
+def lock_draws(seed, round_index: int, num_slots: int, device: torch.device) -> torch.Tensor:
+    """Uniforms in [0, 1) from a counter-based hash of (seed, round, slot): (J,) for an int seed, (B, J)
+    for a (B,) tensor of per-movie seeds.
 
     No generator state: a movie's draws depend on nothing but these three numbers, so it gets the
-    same trailer alone or in any batch, on any device.
+    same trailer alone or in any batch, on any device, and candidates with different seeds can share
+    one batch.
     """
-    x = _hash32(_hash32(torch.tensor(seed, dtype=torch.int64, device=device) & _MASK32) ^ round_index)
+    seed = torch.as_tensor(seed, dtype=torch.int64, device=device)
+    x = _hash32(_hash32(seed & _MASK32) ^ round_index)[..., None]
     x = _hash32(x ^ torch.arange(num_slots, dtype=torch.int64, device=device))
     return x.to(torch.float64).div(2.0**32).to(torch.float32).clamp(max=1.0 - 2.0**-24)
 
@@ -141,12 +159,23 @@ def generate(
     config: DecodeConfig,
     temperature: float,
     sync_every: int | None = None,
+    *,
+    pins: torch.Tensor | None = None,  # (B, J) int64: the shot pinned in each slot, -1 for none
+    banned: torch.Tensor | None = None,  # (B, I) bool: shots never to be chosen
+    copies: int = 1,
+    seeds: torch.Tensor | None = None,  # (B * copies,) int64 per output row; default config.seed
 ) -> DecodeResult:
     """Decode a padded batch: `backend.prepare` once, `backend.step` per round, finished movies leave.
 
     `sync_every`: paper mode asks the device whether any movie has finished (a host sync) every this
     many rounds; default 1 on the CPU, where a sync costs nothing, 4 on an accelerator. Finished
     movies drop out of the batch (their states too), so a long trailer does not drag short ones along.
+
+    Editor controls: a pinned slot starts locked on its shot (which no other slot is offered); a banned
+    shot starts as if taken, so it is never chosen, though the encoder still reads it as context and it
+    still counts in every slot's softmax. `copies` decodes each movie that many times in a row from one
+    `prepare` (candidates: row b · copies + c), each row with its own seed from `seeds`.
+    Pins and bans are checked by the caller (`ssmp_infer.controls`); here they only must fit.
     """
     B, I, _ = movie.shape
     device = movie.device
@@ -155,46 +184,69 @@ def generate(
     real_shots = movie_valid.sum(dim=1).cpu()
     if host_lengths.shape != (B,):
         raise InputError(f"expected {B} trailer lengths, one per movie, got shape {tuple(host_lengths.shape)}")
+    if banned is not None:
+        real_shots = real_shots - (banned.cpu() & movie_valid.cpu()).sum(dim=1)
     bad = (host_lengths < 1) | (host_lengths > real_shots)
     if bool(bad.any()):
         k = int(bad.nonzero()[0, 0])
         raise InputError(
             f"movie {k}: trailer length {int(host_lengths[k])} is not in 1..{int(real_shots[k])}, the number of "
-            "its real shots (no shot appears twice)"
+            "its real shots" + (" not banned" if banned is not None else "") + " (no shot appears twice)"
         )
     sync_every = sync_every or (1 if device.type == "cpu" else 4)
-    lengths = host_lengths.to(device)
+    fused = use_triton(config.kernels, device, int(host_lengths.max()))  # the round as two Triton launches
     J = int(host_lengths.max())
-    slot_valid = torch.arange(J, device=device)[None, :] < lengths[:, None]  # (B, J)
+    host_pins = torch.full((B, J), -1, dtype=torch.int64) if pins is None else pins.to("cpu", torch.int64)[:, :J]
     movie_state = backend.prepare(movie, movie_valid, config.refresh_every)
+    if copies > 1:  # the rows of the batch from here on: each movie `copies` times in a row, one prepare
+        movie_state = movie_state.select(torch.arange(B, device=device).repeat_interleave(copies))
+        host_lengths, host_pins = host_lengths.repeat_interleave(copies), host_pins.repeat_interleave(copies, dim=0)
+        movie_valid = movie_valid.repeat_interleave(copies, dim=0)
+        banned = None if banned is None else banned.repeat_interleave(copies, dim=0)
+    rows_total = B * copies
+    if seeds is None:
+        seeds = torch.full((rows_total,), config.seed, dtype=torch.int64)
+    seeds = seeds.to(device=device, dtype=torch.int64)
+    pinned = host_pins >= 0  # (B', J), host
+    # The schedules of topk and greedy spread the slots left open by the pins over the rounds.
+    free_lengths = host_lengths - pinned.sum(dim=1)
+    lengths = host_lengths.to(device)
+    slot_valid = torch.arange(J, device=device)[None, :] < lengths[:, None]  # (B', J)
+    pins_dev, pinned_dev = host_pins.to(device), pinned.to(device)
+    used = torch.zeros(rows_total, I, dtype=torch.bool, device=device)
+    used.scatter_(1, pins_dev.clamp(min=0), pinned_dev)
+    if banned is not None:
+        used |= banned.to(device)
     state = DecodeState(
-        shots=torch.zeros(B, J, dtype=torch.int64, device=device),
-        confidence=torch.zeros(B, J, device=device),
-        locked=~slot_valid,
-        used=torch.zeros(B, I, dtype=torch.bool, device=device),
+        shots=pins_dev.clamp(min=0),
+        confidence=pinned_dev.to(torch.float32),  # an editor's pin is certain
+        locked=~slot_valid | pinned_dev,
+        used=used,
     )
     out = DecodeResult(
-        shots=torch.full((B, J), -1, dtype=torch.int64, device=device),
-        confidence=torch.zeros(B, J, device=device),
-        rounds=torch.zeros(B, dtype=torch.int64, device=device),
+        shots=torch.full((rows_total, J), -1, dtype=torch.int64, device=device),
+        confidence=torch.zeros(rows_total, J, device=device),
+        rounds=torch.zeros(rows_total, dtype=torch.int64, device=device),
     )
-    q = torch.zeros(B, J, device=device)  # cumulative confidence (paper mode)
-    rounds = torch.zeros(B, dtype=torch.int64, device=device)
-    active = torch.arange(B)  # on the host: the original row of each movie still in the batch
-    cap = config.rounds_cap
-    if config.mode == "topk":
+    q = torch.zeros(rows_total, J, device=device)  # cumulative confidence (paper mode)
+    rounds = torch.zeros(rows_total, dtype=torch.int64, device=device)
+    active = torch.arange(rows_total)  # on the host: the original row of each movie still in the batch
+    schedule = SCHEDULES.get(config.mode)
+    free = free_lengths.to(device)  # per row on the device: the schedule's lengths
+    cap = config.rounds_cap if config.mode != "greedy" else max(int(free_lengths.max()), 1)
+    if schedule is not None:
         # The schedule depends on the lengths alone, so which rounds lock anything is known up front. A
         # round whose count rises for no movie would lock nothing: skip it, encoder pass and all.
-        counts = torch.stack([cosine_schedule(r, cap, host_lengths) for r in range(cap + 1)])  # (T + 1, B)
-        locks_in_round = counts[1:] > counts[:-1]  # (T, B)
+        counts = torch.stack([schedule(r, cap, free_lengths) for r in range(cap + 1)])  # (T + 1, B')
+        locks_in_round = counts[1:] > counts[:-1]  # (T, B')
         round_locks = locks_in_round.any(dim=1).tolist()
         # after its last locking round a movie is done: it leaves the batch (known on the host, no sync)
-        last_round = (locks_in_round * torch.arange(1, cap + 1)[:, None]).amax(dim=0)  # (B,), host
+        last_round = (locks_in_round * torch.arange(1, cap + 1)[:, None]).amax(dim=0)  # (B',), host
 
     def finish(done_host: torch.Tensor) -> None:
         """Write the results of rows `done_host` (bool over the batch, on the host) out and drop them from
         every state."""
-        nonlocal movie_state, state, q, rounds, active, slot_valid, lengths, movie_valid
+        nonlocal movie_state, state, q, rounds, active, slot_valid, lengths, movie_valid, seeds, free
         rows, done = active[done_host].to(device), done_host.to(device)
         out.shots[rows] = torch.where(slot_valid[done], state.shots[done], -1)
         out.confidence[rows] = torch.where(slot_valid[done], state.confidence[done], 0.0)
@@ -205,9 +257,11 @@ def generate(
         state = DecodeState(*(t.index_select(0, keep) for t in (state.shots, state.confidence, state.locked, state.used)))
         q, rounds = q.index_select(0, keep), rounds.index_select(0, keep)
         slot_valid, lengths, movie_valid = slot_valid[keep], lengths[keep], movie_valid[keep]
+        seeds, free = seeds[keep], free[keep]
 
+    slots = None  # the fused round writes each newly locked slot's input row; rebuilt when movies leave
     for r in range(1, cap + 1):
-        if config.mode == "topk":
+        if schedule is not None:
             if not round_locks[r - 1]:
                 continue
             done = last_round[active] < r  # the host's plan: no device sync
@@ -222,21 +276,33 @@ def generate(
                 finish(done)
                 open_ = ~state.locked
         # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
-        rounds += locks_in_round[r - 1, active].to(device) if config.mode == "topk" else open_.any(dim=1)
-        slots = slot_inputs(movie_state.movie_unit, state.shots)
+        rounds += locks_in_round[r - 1, active].to(device) if schedule is not None else open_.any(dim=1)
+        if not fused or slots is None or slots.shape[0] != len(active):
+            slots = slot_inputs(movie_state.movie_unit, state.shots)
         pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
 
+        if fused:  # the same decisions as below (kernels/select_remask.py), state updated in place
+            c = score_candidates(pred, movie_state.movie_unit, movie_valid, state.used, temperature, movie_state.shot_prior)
+            if config.mode == "paper":
+                select_remask(c, state, q, slots, "paper", seed=seeds, round_index=r)
+                if r == cap:
+                    select_remask(c, state, q, slots, "topk", need=(~state.locked).sum(dim=1))
+            else:
+                need = schedule(r, cap, free) - (state.locked & slot_valid).sum(dim=1) + (lengths - free)
+                select_remask(c, state, q, slots, "topk", need=need)
+            continue
         score = round_scorer(pred, movie_state.movie_unit, movie_valid, temperature, movie_state.shot_prior)
 
         if config.mode == "paper":
             best, prob = score(state.used)
             q = torch.where(open_, (q + prob).clamp(max=1.0), q)
-            wants = open_ & (lock_draws(config.seed, r, J, device) < q)
+            wants = open_ & (lock_draws(seeds, r, J, device) < q)
             state.commit(resolve_conflicts(best, prob, wants, I), best, prob)
             if r == cap:  # out of rounds: fill what is left greedily from this round's predictions
                 lock_most_confident(state, score, (~state.locked).sum(dim=1), I)
         else:
-            need = cosine_schedule(r, cap, lengths) - (state.locked & slot_valid).sum(dim=1)
+            # pinned slots are locked from the start: the schedule counts the slots they leave open
+            need = schedule(r, cap, free) - (state.locked & slot_valid).sum(dim=1) + (lengths - free)
             lock_most_confident(state, score, need, I)
 
     if len(active):

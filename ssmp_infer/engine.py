@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from .backends import BACKENDS, Backend, TorchBackend
 from .backends.torch_backend import PRECISIONS
 from .checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 from .config import DecodeConfig, ModelConfig
+from .controls import EditorControls, check_candidates
 from .data import check_trailer_length, default_trailer_length, pad_batch, validate_features
 from .decode import generate
 from .errors import InputError
@@ -38,6 +39,12 @@ class Trailer:
     device: str
     model: str
     elapsed_ms: float  # wall time of the batch this trailer was generated in
+    seed: int = 0  # paper mode's lock draws; topk and greedy do not read it
+    pinned: list[int] = field(default_factory=list)  # slots an editor pinned (their confidence is 1)
+
+    @property
+    def mean_confidence(self) -> float:
+        return sum(self.confidence) / len(self.confidence)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,12 +106,42 @@ class Engine:
     def feature_dim(self) -> int:
         return self.model_config.feature_dim
 
-    def generate(self, features: np.ndarray, length: int | None = None, decode: DecodeConfig | None = None) -> Trailer:
-        """One movie's (I, D) features -> its trailer. `length` defaults to ~3.7% of the shots."""
-        return self.generate_batch([features], [length], decode)[0]
+    def generate(
+        self,
+        features: np.ndarray,
+        length: int | None = None,
+        decode: DecodeConfig | None = None,
+        controls: EditorControls | None = None,
+    ) -> Trailer:
+        """One movie's (I, D) features -> its trailer. `length` defaults to ~3.7% of the shots.
+
+        `controls`: slots pinned on shots and shots banned (see `ssmp_infer.controls`)."""
+        return self.generate_batch([features], [length], decode, [controls])[0]
+
+    def candidates(
+        self,
+        features: np.ndarray,
+        count: int,
+        length: int | None = None,
+        decode: DecodeConfig | None = None,
+        controls: EditorControls | None = None,
+    ) -> list[Trailer]:
+        """`count` trailers of one movie from seeds S, S+1, ... (S = decode.seed), most confident first.
+
+        One batch, one movie pass: each candidate equals the single run with its seed."""
+        decode = decode or DecodeConfig()
+        check_candidates(count, decode.mode, decode.seed)
+        movie = validate_features(features, "movie", self.feature_dim)
+        n = default_trailer_length(movie.shape[0]) if length is None else check_trailer_length(int(length), movie.shape[0])
+        trailers = self._generate_bucket([movie], [n], decode, [controls], copies=count)
+        return sorted(trailers, key=lambda t: -t.mean_confidence)  # stable: equal means keep seed order
 
     def generate_batch(
-        self, movies: list[np.ndarray], lengths: list[int | None] | None = None, decode: DecodeConfig | None = None
+        self,
+        movies: list[np.ndarray],
+        lengths: list[int | None] | None = None,
+        decode: DecodeConfig | None = None,
+        controls: list[EditorControls | None] | None = None,
     ) -> list[Trailer]:
         """Several movies, in length buckets of padded batches; each gets the trailer it would get alone."""
         decode = decode or DecodeConfig()
@@ -113,6 +150,9 @@ class Engine:
         lengths = lengths if lengths is not None else [None] * len(movies)
         if len(lengths) != len(movies):
             raise InputError(f"got {len(lengths)} lengths for {len(movies)} movies")
+        controls = controls if controls is not None else [None] * len(movies)
+        if len(controls) != len(movies):
+            raise InputError(f"got {len(controls)} sets of editor controls for {len(movies)} movies")
         movies = [validate_features(m, f"movie {k}", self.feature_dim) for k, m in enumerate(movies)]
         lengths = [
             default_trailer_length(m.shape[0]) if n is None else check_trailer_length(int(n), m.shape[0])
@@ -122,7 +162,8 @@ class Engine:
         trailers: list[Trailer | None] = [None] * len(movies)
         max_tokens = MAX_TOKENS.get(device.type, MAX_TOKENS["cuda"])
         for bucket in plan_buckets([m.shape[0] for m in movies], max_tokens):
-            for k, trailer in zip(bucket, self._generate_bucket([movies[k] for k in bucket], [lengths[k] for k in bucket], decode)):
+            chosen = [movies[k] for k in bucket], [lengths[k] for k in bucket], decode, [controls[k] for k in bucket]
+            for k, trailer in zip(bucket, self._generate_bucket(*chosen)):
                 trailers[k] = trailer
         return trailers
 
@@ -132,9 +173,23 @@ class Engine:
 
         return generate_many(self, items, length=length, decode=decode, **kwargs)
 
-    def _generate_bucket(self, movies: list[np.ndarray], lengths: list[int], decode: DecodeConfig) -> list[Trailer]:
+    def _generate_bucket(
+        self,
+        movies: list[np.ndarray],
+        lengths: list[int],
+        decode: DecodeConfig,
+        controls: list[EditorControls | None] | None = None,
+        copies: int = 1,
+    ) -> list[Trailer]:
+        """One padded batch; `copies` > 1 decodes each movie that many times (seeds decode.seed + c)."""
         device = self.backend.device
         movie, movie_valid = pad_batch(movies)
+        controls = [c or EditorControls() for c in (controls or [None] * len(movies))]
+        edited = any(controls)
+        if edited:
+            masks = [c.tensors(m.shape[0], n, max(lengths), movie.shape[1]) for c, m, n in zip(controls, movies, lengths)]
+            pins, banned = torch.stack([p for p, _ in masks]), torch.stack([b for _, b in masks])
+        seeds = [decode.seed + c for _ in movies for c in range(copies)]
         start = time.perf_counter()
         result = generate(
             self.backend,
@@ -143,21 +198,27 @@ class Engine:
             torch.tensor(lengths),
             decode,
             self.model_config.temperature,
+            pins=pins if edited else None,
+            banned=banned if edited else None,
+            copies=copies,
+            seeds=torch.tensor(seeds, dtype=torch.int64) if copies > 1 else None,
         )
         shots, confidence, rounds = result.shots.cpu(), result.confidence.cpu(), result.rounds.cpu()
         elapsed_ms = (time.perf_counter() - start) * 1e3
         return [
             Trailer(
-                shots=shots[k, :n].tolist(),
-                confidence=confidence[k, :n].tolist(),
+                shots=shots[row, :n].tolist(),
+                confidence=confidence[row, :n].tolist(),
                 num_movie_shots=m.shape[0],
                 length=n,
-                steps=int(rounds[k]),
+                steps=int(rounds[row]),
                 mode=decode.mode,
                 backend=self.backend.name,
                 device=str(device),
                 model=self.source,
                 elapsed_ms=round(elapsed_ms, 3),
+                seed=seeds[row],
+                pinned=sorted(c.pins),
             )
-            for k, (m, n) in enumerate(zip(movies, lengths))
+            for row, (m, n, c) in enumerate((m, n, c) for m, n, c in zip(movies, lengths, controls) for _ in range(copies))
         ]

@@ -19,7 +19,8 @@ from ssmp_infer.synth import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "movie.npy"
-RUN_KEYS = {"shots", "confidence", "num_movie_shots", "length", "steps", "mode", "backend", "device", "model", "elapsed_ms"}
+RUN_KEYS = {"shots", "confidence", "num_movie_shots", "length", "steps", "mode", "backend", "device", "model", "elapsed_ms",
+            "seed", "pinned"}
 EVAL_KEYS = {"precision", "recall", "f1", "ld", "aa", "aa_movies", "movies", "method"}
 
 
