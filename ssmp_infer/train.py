@@ -206,6 +206,27 @@ def to_device(examples: list[Example], device: torch.device) -> list[Example]:
     ]
 
 
+
+def training_provenance(data_root, movies: int, step: int, plan: "StepPlan", held_out, best, cfg: TrainConfig,
+                        device, final: dict, skip_config: tuple = ()) -> dict:
+    """What a checkpoint's config.json says about the run that made it (every method writes the same)."""
+    return {
+        "data": str(data_root),
+        "split": "train",
+        "movies": movies,
+        "steps": step,
+        "planned_steps": plan.planned,
+        "stopped_early": step < plan.planned,
+        "validation_movies": len(held_out),
+        "selected_step": best.step if held_out else step,
+        "validation": best.scores,
+        "seed": cfg.seed,
+        "device": str(device),
+        "minutes": round(plan.elapsed() / 60, 2),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in skip_config},
+        "final": final,
+    }
+
 def train(
     data_root: str | Path,
     out_dir: str | Path,
@@ -283,6 +304,11 @@ def train(
         ceiling = mask_ceiling(cfg, pace, progress)
         ratios = sample_ratios(len(batch) * views, cfg.t_min, ceiling, cfg.t_max, generator, device)
         loss, accuracy = masked_loss(model, [examples[i] for i in batch], ratios, generator, views)
+        if not torch.isfinite(loss):  # a host sync that float(loss) below pays anyway
+            raise InputError(
+                f"training diverged: the loss is {float(loss.detach())} at step {step + 1} (learning rate {lr:.3g}); "
+                "nothing was saved, try a lower --lr"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -329,21 +355,11 @@ def train(
         "mask_ceiling": mask_ceiling(cfg, pace, plan.progress(step)),
         "smoothed_accuracy": pace.b,
     }
-    provenance = {
-        "data": str(data_root),
-        "split": "train",
-        "movies": len(examples),
-        "steps": step,
-        "planned_steps": plan.planned,
-        "stopped_early": stopped_early,
-        "validation_movies": len(held_out),
-        "selected_step": best.step if held_out else step,
-        "validation": best.scores,
-        "seed": cfg.seed,
-        "device": str(device),
-        "minutes": round(plan.elapsed() / 60, 2),
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "final": final,
-    }
+    provenance = training_provenance(data_root, len(examples), step, plan, held_out, best, cfg, device, final)
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
+        raise InputError(
+            f"training diverged: the weights hold NaN or Inf after step {step} (learning rate {cfg.lr:g}); "
+            "nothing was saved, try a lower --lr"
+        )
     save_checkpoint(model.eval(), out_dir, provenance, force=True)
     return {"out": str(out_dir), "steps": step, **final}
