@@ -1,0 +1,328 @@
+"""`ssmp-infer trailer`: movie file -> shots -> features -> SSMP -> timeline -> render, in one directory.
+
+DIR holds the intermediate files as a cache: `shots.json` is reused while the video (its size, time and
+a hash of both ends) and the detector are the same; `features.npy` while `features.json` (embedder,
+its weights, frames per shot, the shots it was computed from) matches. So another --length or another
+piece of music re-runs only generation, the timeline and the render. A run that fails leaves DIR as it
+found it (files it wrote are removed, DIR too if it made it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..atomic import write_atomic, write_text_atomic
+from ..checkpoint import DEFAULT_MODEL_DIR
+from ..errors import InputError
+from .frames import VideoInfo, fingerprint, probe
+from .shots import DEFAULT_DETECTOR, ShotList, detect_shots, load_shots, resolve_detector
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+# Bundled SSMP models by the feature size they read: the embedder's size picks the model.
+BUNDLED_MODELS = {1024: DEFAULT_MODEL_DIR, 1280: ASSETS / "efficientnet_lite0_model"}
+OUTPUTS = ("trailer.json", "trailer.otio", "trailer.edl", "trailer.mp4")
+
+
+def bundled_model_for(feature_dim: int, embedder: str) -> Path:
+    if feature_dim not in BUNDLED_MODELS:
+        raise InputError(f"no bundled model reads {feature_dim}-d features ({embedder}); pass --model DIR "
+                         f"trained on them (bundled: {sorted(BUNDLED_MODELS)}-d)")
+    return BUNDLED_MODELS[feature_dim]
+
+
+def check_model_dims(model_dim: int, feature_dim: int, model: str, embedder: str) -> None:
+    if model_dim != feature_dim:
+        raise InputError(f"the model {model} reads {model_dim}-d features but {embedder} gives {feature_dim}-d "
+                         "features; pass a --model trained on this embedder's features or another --embedder")
+
+
+@dataclass
+class Run:
+    """Files this run wrote (removed if it fails) and the time each step took."""
+
+    out_dir: Path
+    made_dir: bool = False
+    written: list[Path] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+    def step(self, name: str, start: float, note: str = "") -> None:
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        self.log(f"{name}: {self.timings[name]:.1f} s{note}")
+
+    def undo(self) -> None:
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        if self.made_dir:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+
+
+def shots_key(video_fp: dict, detector: str) -> dict:
+    return {"video": {k: video_fp[k] for k in ("size", "mtime_ns", "sha256_ends")}, "detector": detector}
+
+
+def cached_shots(path: Path, video_fp: dict, detector: str) -> ShotList | None:
+    if not path.is_file():
+        return None
+    try:
+        shots = load_shots(path)
+    except InputError:
+        return None
+    if not set(shots.video) >= {"size", "mtime_ns", "sha256_ends"}:
+        return None
+    return shots if shots_key(shots.video, shots.detector) == shots_key(video_fp, detector) else None
+
+
+def features_key(shots_path: Path, embedder, frames_per_shot: int) -> dict:
+    return {"shots_sha256": hashlib.sha256(shots_path.read_bytes()).hexdigest(), "frames_per_shot": frames_per_shot,
+            **embedder.identity, "feature_dim": embedder.feature_dim}
+
+
+def cached_features(path: Path, meta_path: Path, key: dict, num_shots: int) -> np.ndarray | None:
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        if json.loads(meta_path.read_text(encoding="utf-8")) != key:
+            return None
+        features = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return features if features.shape == (num_shots, key["feature_dim"]) else None
+
+
+def write_npy(path: Path, array: np.ndarray, force: bool) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    write_atomic(path, write, force=force)
+
+
+def make_trailer(
+    video: str,
+    out_dir: str,
+    length: int | None = None,
+    music: str | None = None,
+    model: str | None = None,
+    embedder_name: str = "efficientnet-lite0",
+    checkpoint: str | None = None,
+    detector: str = DEFAULT_DETECTOR,
+    frames_per_shot: int = 3,
+    shot_seconds: float = 2.0,
+    decode=None,
+    device: str = "cpu",
+    engine_options: dict | None = None,
+    force: bool = False,
+    progress: bool = False,
+    log=None,
+) -> dict:
+    """The whole chain into `out_dir`; returns trailer.json's record. `log(line)` gets one line per step
+    (default: stderr)."""
+    from ..engine import Engine, resolve_device
+    from .embed import embed_shots, make_embedder
+    from .music import load_audio, merge_segments, segment_music
+    from .render import render
+    from .timeline import build_timeline, edl_text, plan_slots, timeline_text
+
+    log = log or (lambda line: print(line, file=sys.stderr))
+    out = Path(out_dir)
+    # Everything that can be checked before the long steps is checked first.
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: directory {out.parent} does not exist")
+    if length is not None and length < 1:
+        raise InputError(f"--length must be positive, got {length}")
+    if frames_per_shot < 1:
+        raise InputError(f"--frames-per-shot must be at least 1, got {frames_per_shot}")
+    if not shot_seconds > 0:
+        raise InputError(f"--shot-seconds must be positive, got {shot_seconds}")
+    if not force:
+        for name in OUTPUTS:
+            if (out / name).exists():
+                raise InputError(f"{out / name} already exists; pass --force to replace the trailer "
+                                 "(shots and features in the directory are reused when they still match)")
+    info: VideoInfo = probe(video)
+    video_fp = fingerprint(video)
+    segments = None
+    if music is not None:
+        t = time.perf_counter()
+        segments = segment_music(load_audio(music))
+        music_time = time.perf_counter() - t
+    dev = str(resolve_device(device))
+    detector = resolve_detector(detector, dev)
+    embedder = make_embedder(embedder_name, checkpoint, dev)
+    model_dir = model if model is not None else bundled_model_for(embedder.feature_dim, embedder.name)
+    engine = Engine.load(model_dir, device=device, **(engine_options or {}))
+    check_model_dims(engine.feature_dim, embedder.feature_dim, engine.source, embedder.name)
+
+    run = Run(out, made_dir=not out.exists(), log=log)
+    out.mkdir(exist_ok=True)
+    try:
+        if segments is not None:
+            run.timings["music"] = round(music_time, 3)
+            log(f"music: {len(segments) - 1} segments in {music_time:.1f} s")
+
+        # 1. shots
+        t = time.perf_counter()
+        shots_path = out / "shots.json"
+        shots = cached_shots(shots_path, video_fp, detector)
+        if shots is None:
+            shots = detect_shots(video, detector, device=dev, progress=progress)
+            write_text_atomic(shots_path, json.dumps(shots.to_dict(), indent=1) + "\n", force=True)
+            run.written.append(shots_path)
+            run.step("shots", t, f" ({len(shots)} shots, {shots.num_frames} frames, {detector})")
+        else:
+            run.timings["shots"] = 0.0
+            log(f"shots: reused {shots_path} ({len(shots)} shots)")
+        shots.check_matches(info, str(shots_path))
+
+        # 2. features
+        t = time.perf_counter()
+        features_path, meta_path = out / "features.npy", out / "features.json"
+        key = features_key(shots_path, embedder, frames_per_shot)
+        features = cached_features(features_path, meta_path, key, len(shots))
+        if features is None:
+            features = embed_shots(video, shots, embedder, frames_per_shot, progress=progress)
+            write_npy(features_path, features, force=True)
+            run.written.append(features_path)
+            write_text_atomic(meta_path, json.dumps(key, indent=1) + "\n", force=True)
+            run.written.append(meta_path)
+            run.step("embed", t, f" ({len(shots)} x {embedder.feature_dim}, {embedder.name})")
+        else:
+            run.timings["embed"] = 0.0
+            log(f"embed: reused {features_path}")
+
+        # 3. the trailer's length and each slot's duration
+        num_shots = len(shots)
+        if segments is not None:
+            if len(segments) - 1 > num_shots:
+                log(f"music: {len(segments) - 1} segments for a movie of {num_shots} shots; "
+                    "the shortest segments merge with their shorter neighbours")
+                segments = merge_segments(segments, num_shots)
+            length = len(segments) - 1
+        elif length is not None and length > num_shots:
+            raise InputError(f"--length {length} is larger than the movie's {num_shots} shots; shots cannot repeat")
+
+        # 4. SSMP
+        t = time.perf_counter()
+        trailer = engine.generate(features, length=length, decode=decode)
+        run.step("generate", t, f" ({trailer.length} of {num_shots} shots, {trailer.steps} rounds)")
+
+        # 5. timeline and render
+        t = time.perf_counter()
+        slots = plan_slots(shots.bounds, trailer.shots, shots.fps, segments, shot_seconds)
+        name = f"{Path(video).stem} trailer ({float(shots.fps):g} fps)"
+        timeline = build_timeline(slots, shots.fps, video, shots.num_frames, name, music, trailer.confidence)
+        run.step("timeline", t)
+        t = time.perf_counter()
+        mp4 = out / "trailer.mp4"
+        rendered = {}
+
+        def write_mp4(tmp: str) -> None:
+            rendered.update(render(video, slots, shots.fps, tmp, music=music, progress=progress))
+
+        write_atomic(mp4, write_mp4, force=force)
+        run.written.append(mp4)
+        run.step("render", t, f" ({rendered['seconds']:.1f} s of trailer)")
+
+        record = {
+            **trailer.to_dict(),
+            "video": video_fp,
+            "fps": float(shots.fps),
+            "fps_rational": f"{shots.fps.numerator}/{shots.fps.denominator}",
+            "detector": shots.detector,
+            "embedder": embedder.name,
+            "frames_per_shot": frames_per_shot,
+            "music": None if music is None else str(Path(music).resolve()),
+            "segments": None if segments is None else [round(s, 6) for s in segments],
+            "duration": rendered["seconds"],
+            "num_frames": rendered["frames"],
+            "slots": [s.to_dict(shots.fps) for s in slots],
+            "timings_s": run.timings,
+        }
+        for path, text in ((out / "trailer.otio", timeline_text(timeline)), (out / "trailer.edl", edl_text(timeline)),
+                           (out / "trailer.json", json.dumps(record, indent=1) + "\n")):
+            write_text_atomic(path, text, force=force)
+            run.written.append(path)
+    except BaseException:
+        run.undo()
+        raise
+    return record
+
+
+def render_existing(video: str, trailer_path: str, out_path: str, shots_path: str | None = None,
+                    music: str | None = None, shot_seconds: float = 2.0, force: bool = False,
+                    progress: bool = False) -> dict:
+    """Render a trailer JSON: one written by `trailer` (its slots say every source range), or one written
+    by `run` (movie shot indices only) together with the shots file of the same movie."""
+    from ..atomic import check_output_path
+    from .music import load_audio, merge_segments, segment_music
+    from .render import render
+    from .timeline import Slot, check_slots, plan_slots
+
+    check_output_path(out_path, force)
+    info = probe(video)
+    path = Path(trailer_path)
+    if not path.is_file():
+        raise InputError(f"trailer file {path} does not exist")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{path} is not a trailer JSON written by `run` or `trailer` ({e})") from None
+    if "slots" in record and shots_path is None:
+        try:
+            slots = [Slot.from_dict(d) for d in record["slots"]]
+            fps = parse_fps(record["fps_rational"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            raise InputError(f"{path} has malformed slots ({e})") from None
+        if fps != info.fps:
+            raise InputError(f"{path} was made from a {float(fps):.3f} fps video; {video} runs at {float(info.fps):.3f} fps")
+        check_slots(slots, info.num_frames, str(path))
+        if music is None and record.get("music") and Path(record["music"]).is_file():
+            music = record["music"]
+    else:
+        if shots_path is None:
+            raise InputError(f"{path} holds movie shot indices only; pass --shots, the shots file of {video}")
+        shots = load_shots(shots_path)
+        shots.check_matches(info, shots_path)
+        picks = record.get("shots")
+        if not isinstance(picks, list) or not picks or not all(isinstance(i, int) and not isinstance(i, bool) for i in picks):
+            raise InputError(f"{path} has no list of movie shot indices under \"shots\"")
+        if record.get("num_movie_shots", len(shots)) != len(shots) or max(picks) >= len(shots) or min(picks) < 0:
+            raise InputError(f"{path} was made for a movie of {record.get('num_movie_shots')} shots; "
+                             f"{shots_path} has {len(shots)}")
+        segments = None
+        if music is not None:
+            segments = segment_music(load_audio(music))
+            if len(segments) - 1 < len(picks):
+                raise InputError(f"the music has {len(segments) - 1} segments for a trailer of {len(picks)} shots; "
+                                 "give longer music or leave --music out")
+            segments = merge_segments(segments, len(picks))
+        slots = plan_slots(shots.bounds, picks, shots.fps, segments, shot_seconds)
+        fps = shots.fps
+    rendered = {}
+
+    def write(tmp: str) -> None:
+        rendered.update(render(video, slots, fps, tmp, music=music, progress=progress))
+
+    write_atomic(out_path, write, force=force)
+    return {"out": str(out_path), **rendered, "slots": len(slots), "music": music}
+
+
+def parse_fps(text: str):
+    from fractions import Fraction
+
+    num, den = (int(x) for x in str(text).split("/"))
+    return Fraction(num, den)
