@@ -1,0 +1,61 @@
+"""A client for `ssmp-infer serve`, for pipelines: one call posts a movie's features, returns its trailer.
+
+    from ssmp_infer.client import generate_trailer
+    trailer = generate_trailer("http://127.0.0.1:8000", features, length=40, seed=3)
+    trailer["shots"]          # the JSON of `ssmp-infer run`, as a dict
+
+Standard library only (urllib). The array goes as a .npy file's bytes (numpy.save, never a pickle); a
+refusal raises ServerError carrying the server's one sentence and its HTTP status.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+
+class ServerError(Exception):
+    """The server refused or failed a request: `status` is the HTTP code, the message its sentence."""
+
+    def __init__(self, status: int, message: str, kind: str | None = None, retry_after: str | None = None):
+        super().__init__(message)
+        self.status, self.kind, self.retry_after = status, kind, retry_after
+
+
+def npy_bytes(features: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(features), allow_pickle=False)  # an object array fails here, not on the server
+    return buf.getvalue()
+
+
+def generate_trailer(url: str, features: np.ndarray | bytes, length: int | None = None, mode: str | None = None,
+                     steps: int | None = None, seed: int | None = None, pins: list[str] | None = None,
+                     bans: list[str] | None = None, timeout: float = 120.0) -> dict:
+    """POST `features` ((I, D) array, or a .npy file's bytes as they are) to `url`/v1/trailers; the trailer dict.
+
+    `pins` ("SLOT:SHOT") and `bans` ("100-140,512") are the CLI's --pin and --ban. Raises ServerError with
+    the server's sentence on any refusal (4xx, 5xx); a connection failure is urllib's URLError.
+    """
+    query = [(k, str(v)) for k, v in (("length", length), ("mode", mode), ("steps", steps), ("seed", seed)) if v is not None]
+    query += [("pin", p) for p in pins or ()] + [("ban", b) for b in bans or ()]
+    body = features if isinstance(features, (bytes, bytearray)) else npy_bytes(features)
+    request = urllib.request.Request(
+        url.rstrip("/") + "/v1/trailers" + ("?" + urllib.parse.urlencode(query) if query else ""),
+        data=bytes(body), method="POST", headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            raw = e.read()
+        try:
+            answer = json.loads(raw)
+            message, kind = answer["error"], answer.get("kind")
+        except (ValueError, KeyError, TypeError):  # not our JSON (a proxy's page): keep its start
+            message, kind = f"HTTP {e.code}: {raw[:200].decode('utf-8', 'replace').strip() or e.reason}", None
+        raise ServerError(e.code, message, kind, e.headers.get("Retry-After")) from None
