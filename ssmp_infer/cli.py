@@ -16,6 +16,7 @@ import numpy as np
 
 from .config import (
     DEFAULT_MOVIE_ATTENTION,
+    KERNELS,
     MASK_SCHEDULES,
     MODES,
     MOVIE_ATTENTION,
@@ -25,7 +26,10 @@ from .config import (
     model_preset,
     train_preset,
 )
+from . import cli_compare, cli_serve, cli_video
+from .controls import EditorControls, check_candidates, parse_bans, parse_pins
 from .errors import InputError
+from .inputs import dumps_json  # JSON out: NaN or Inf refused, never written as invalid JSON
 
 EXIT_BAD_INPUT = 2
 
@@ -66,11 +70,16 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", default=None,
                    help="onnxruntime: a directory written by `ssmp-infer export` (default: export into a cache "
                         "keyed by the weights' hash on first use)")
+    p.add_argument("--kernels", choices=KERNELS, default="auto",
+                   help="each round's scoring and locking: torch, triton (fused kernels; CUDA) or auto (triton on "
+                        "CUDA when installed); the same shots either way")
 
 
 def decode_config(args) -> DecodeConfig:
+    if args.mode == "greedy" and args.steps is not None:
+        raise InputError("--steps does not apply to --mode greedy, which takes one round per slot")
     rounds = {} if args.steps is None else {"steps" if args.mode == "topk" else "max_rounds": args.steps}
-    return DecodeConfig(mode=args.mode, seed=args.seed, refresh_every=args.refresh_every, **rounds)
+    return DecodeConfig(mode=args.mode, seed=args.seed, refresh_every=args.refresh_every, kernels=args.kernels, **rounds)
 
 
 def trailer_csv(trailer) -> str:
@@ -79,6 +88,27 @@ def trailer_csv(trailer) -> str:
     writer.writerow(["slot", "shot", "confidence"])
     for slot, (shot, conf) in enumerate(zip(trailer.shots, trailer.confidence)):
         writer.writerow([slot, shot, f"{conf:.6f}"])
+    return buf.getvalue()
+
+
+def candidates_json(trailers) -> dict:
+    """The run's JSON with the per-trailer fields moved into `candidates`, most confident first."""
+    own = ("shots", "confidence", "seed", "steps")
+    shared = {k: v for k, v in trailers[0].to_dict().items() if k not in own}
+    return {**shared, "candidates": [
+        {"seed": t.seed, "shots": t.shots, "confidence": t.confidence, "mean_confidence": t.mean_confidence,
+         "steps": t.steps}
+        for t in trailers
+    ]}
+
+
+def candidates_csv(trailers) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["candidate", "seed", "slot", "shot", "confidence"])
+    for rank, t in enumerate(trailers):
+        for slot, (shot, conf) in enumerate(zip(t.shots, t.confidence)):
+            writer.writerow([rank, t.seed, slot, shot, f"{conf:.6f}"])
     return buf.getvalue()
 
 
@@ -95,11 +125,30 @@ def cmd_run(args) -> None:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    many = not single_npy(args.features)
+    if args.ray is not None:
+        from .serve.ray_run import looks_like_address
+
+        if not looks_like_address(args.ray):  # `run --ray movies/`: argparse took the first input for ADDRESS
+            args.features.insert(0, args.ray)
+            args.ray = "local"
+    if not args.features:
+        raise InputError("run: give at least one movie (.npy, .npz or a directory of .npy files)")
+    many = args.ray is not None or not single_npy(args.features)  # --ray always writes JSON Lines
     if many and args.format == "csv":
         raise InputError("--format csv takes a single .npy movie; several movies are written as JSON Lines")
+    controls = EditorControls(parse_pins(args.pin), parse_bans(args.ban))
+    check_candidates(args.candidates, args.mode, args.seed)
+    if many and (controls or args.candidates > 1):
+        raise InputError("--pin, --ban and --candidates take a single .npy movie, whose shots they name")
+    if args.out == "-":  # the Unix convention: standard output
+        args.out = None
     if args.out is not None:
         check_output_path(args.out, args.force)  # before the work, not after
+    if args.ray is not None:
+        from .serve.ray_run import ray_generate
+
+        run_many(args, None, generate=ray_generate(args))  # the engines live in the Ray actors
+        return
     engine = Engine.load(args.model, device=args.device, backend=args.backend, precision=args.precision, onnx_dir=args.onnx)
     if many:
         run_many(args, engine)
@@ -108,17 +157,22 @@ def cmd_run(args) -> None:
     from .data import load_features
 
     features = load_features(args.features[0], engine.feature_dim)
-    trailer = engine.generate(features, length=args.length, decode=decode_config(args))
-    text = json.dumps(trailer.to_dict()) + "\n" if args.format == "json" else trailer_csv(trailer)
+    if args.candidates > 1:
+        found = engine.candidates(features, args.candidates, length=args.length, decode=decode_config(args), controls=controls)
+        text = dumps_json(candidates_json(found)) + "\n" if args.format == "json" else candidates_csv(found)
+    else:
+        trailer = engine.generate(features, length=args.length, decode=decode_config(args), controls=controls)
+        text = dumps_json(trailer.to_dict()) + "\n" if args.format == "json" else trailer_csv(trailer)
     if args.out is None:
         sys.stdout.write(text)
     else:
         write_text_atomic(args.out, text, force=args.force)
 
 
-def run_many(args, engine) -> None:
+def run_many(args, engine, generate=None) -> None:
     """JSON Lines, one record per movie in input order; bad movies are error records and a sentence on
-    stderr each, and the run then fails (exit 2) after writing every good movie."""
+    stderr each, and the run then fails (exit 2) after writing every good movie. `generate(items)`, when
+    given, makes the results instead of `engine` (run --ray)."""
     from .atomic import write_atomic
     from .many import generate_many, iter_inputs
 
@@ -134,10 +188,10 @@ def run_many(args, engine) -> None:
 
     def write(out) -> None:
         nonlocal failed
-        results = generate_many(engine, items, length=args.length, decode=decode_config(args),
-                                batch_movies=args.batch_size)
+        results = generate(items) if generate else generate_many(engine, items, length=args.length,
+                                                                 decode=decode_config(args), batch_movies=args.batch_size)
         for done, result in enumerate(results, 1):
-            out.write(json.dumps(result.to_dict()) + "\n")
+            out.write(dumps_json(result.to_dict()) + "\n")
             out.flush()
             if not result.ok:
                 failed += 1
@@ -159,6 +213,22 @@ def run_many(args, engine) -> None:
         raise InputError(f"{failed} of {len(items)} movies failed; their records say why")
 
 
+# Options only SSMP reads, (flag, argparse dest, default): a baseline refuses them rather than ignore them.
+DECODE_ONLY_OPTIONS = (("--mode", "mode", "paper"), ("--steps", "steps", None), ("--precision", "precision", "fp32"),
+                       ("--refresh-every", "refresh_every", None), ("--backend", "backend", "torch"), ("--onnx", "onnx", None),
+                       ("--kernels", "kernels", "auto"))
+TRAIN_ONLY_OPTIONS = (("--movie-attention", "movie_attention", DEFAULT_MOVIE_ATTENTION),
+                      ("--mask-schedule", "mask_schedule", "self-paced"), ("--views", "views", None),
+                      ("--shot-prior", "shot_prior", None))
+
+
+def refuse_ssmp_options(args, options) -> None:
+    given = [flag for flag, dest, default in options if getattr(args, dest) != default]
+    if given:
+        them = "it applies" if len(given) == 1 else "they apply"
+        raise InputError(f"{', '.join(given)}: {them} to SSMP only, not to --method {args.method}")
+
+
 def cmd_eval(args) -> None:
     from .data import load_split
     from .metrics import score_trailer, summarise
@@ -172,6 +242,15 @@ def cmd_eval(args) -> None:
     if args.method == "random":
         feature_dim, method = None, "random"
         rng = np.random.default_rng(args.seed)
+    elif args.method != "ssmp":
+        from .baselines import generate_trailers, load_baseline
+        from .engine import resolve_device
+
+        refuse_ssmp_options(args, DECODE_ONLY_OPTIONS)
+        if args.model is None:
+            raise InputError(f"--method {args.method} needs --model DIR, written by `ssmp-infer train --method {args.method}`")
+        baseline = load_baseline(args.model, args.method, resolve_device(args.device))
+        feature_dim, method = baseline.cfg.feature_dim, f"{args.method}:{args.model}"
     else:
         from .engine import Engine
 
@@ -185,6 +264,8 @@ def cmd_eval(args) -> None:
         truths = [[int(g) for g in e.targets] for e in batch]
         if args.method == "random":
             preds = [rng.permutation(e.movie.shape[0])[: len(t)].tolist() for e, t in zip(batch, truths)]
+        elif args.method != "ssmp":
+            preds = generate_trailers(baseline, [e.movie for e in batch], [len(t) for t in truths], args.batch_size)
         else:
             trailers = engine.generate_batch([e.movie for e in batch], [len(t) for t in truths], decode_config(args))
             preds = [t.shots for t in trailers]
@@ -193,13 +274,14 @@ def cmd_eval(args) -> None:
             print(f"{e.name}: f1 {s.f1:.3f}  ld {s.ld}  aa {'-' if s.aa is None else f'{s.aa:.3f}'}", file=sys.stderr)
             scores.append(s)
     summary = {**summarise(scores), "method": method, "split": args.split, "tolerance": args.tolerance}
-    print(json.dumps(summary))
+    print(dumps_json(summary))
 
 
 def cmd_train(args) -> None:
     from .train import train
 
     overrides = {k: v for k, v in (("dropout", args.dropout), ("shot_prior", args.shot_prior)) if v is not None}
+    overrides["feature_dim"] = args.feature_dim or data_feature_dim(args.data)
     model_config = model_preset(args.preset, movie_attention=args.movie_attention, **overrides)
     cfg = train_preset(
         args.preset,
@@ -213,7 +295,31 @@ def cmd_train(args) -> None:
         views=args.views,
         validation_fraction=args.validation_fraction,
     )
-    print(json.dumps(train(args.data, args.out, model_config, cfg, force=args.force)))
+    if args.method != "ssmp":
+        from .baselines import BaselineConfig, train_baseline
+
+        refuse_ssmp_options(args, TRAIN_ONLY_OPTIONS)
+        size = BaselineConfig.preset(args.preset, feature_dim=model_config.feature_dim, dropout=model_config.dropout)
+        print(dumps_json(train_baseline(args.method, args.data, args.out, cfg, size, force=args.force)))
+        return
+    print(dumps_json(train(args.data, args.out, model_config, cfg, force=args.force)))
+
+
+def data_feature_dim(root: str) -> int:
+    """The feature size of a data root's first training movie (1024, the preset's, when unreadable:
+    load_split then says what is wrong with the data)."""
+    from pathlib import Path
+
+    from .data import MOVIE_DIR
+
+    for path in sorted((Path(root) / "train" / MOVIE_DIR).glob("*.npy"))[:1]:
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (OSError, ValueError):
+            break
+        if len(shape) == 2 and shape[1] > 0:
+            return int(shape[1])
+    return 1024
 
 
 def cmd_synth(args) -> None:
@@ -229,8 +335,9 @@ def cmd_synth(args) -> None:
         max_shots=max_shots,
         force=args.force,
         world_seed=args.world_seed,
+        feature_dim=args.feature_dim,
     )
-    print(json.dumps(summary))
+    print(dumps_json(summary))
 
 
 def cmd_bench(args) -> None:
@@ -260,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     p = sub.add_parser("run", help="generate trailers from movies' shot features (.npy I×D, .npz, directories)")
-    p.add_argument("features", nargs="+",
+    p.add_argument("features", nargs="*",  # "*": `run --ray movies/` lets --ray take the first input (cmd_run)
                    help="movies: .npy files of shape (shots, feature_dim), directories of them, .npz archives "
                         "(one movie per array). One .npy alone prints one JSON object (or CSV); anything more "
                         "prints JSON Lines, one {name, ...trailer} or {name, error} record per movie in input "
@@ -268,17 +375,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
     p.add_argument("--length", type=int, default=None, help="trailer shots (default: 3.7%% of the movie's shots)")
     add_decode_args(p)
-    p.add_argument("--out", default=None, help="write here instead of stdout")
+    p.add_argument("--out", default=None, help="write here instead of stdout (- is stdout)")
     p.add_argument("--format", choices=("json", "csv"), default="json")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.add_argument("--batch-size", type=int, default=8, help="several movies: movies per padded batch")
+    p.add_argument("--pin", action="append", metavar="SLOT:SHOT",
+                   help="start slot SLOT locked on movie shot SHOT; the rest is predicted around it (repeatable)")
+    p.add_argument("--ban", action="append", metavar="SHOTS",
+                   help="shots never to choose, a list or ranges such as 100-140,512 (repeatable)")
+    p.add_argument("--candidates", type=int, default=1, metavar="K",
+                   help="K trailers from seeds S..S+K-1 in one batched run, most confident first (--mode paper)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the movies on Ray Data, an Engine per actor (serve extra): a local Ray, or the cluster "
+                        "at ADDRESS (auto, HOST:PORT, ray://HOST:PORT); writes JSON Lines")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("eval", help="score generated trailers against a data set's ground truth")
     p.add_argument("--data", required=True, help="data root in the CMTD layout")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
-    p.add_argument("--method", choices=("ssmp", "random"), default="ssmp")
+    # ssmp_infer.baselines.METHODS, spelled out: importing it would load torch for `--help`.
+    p.add_argument("--method", choices=("ssmp", "random", "select-rank", "autoregressive"), default="ssmp",
+                   help="ssmp (the model's decoding, --mode), a baseline checkpoint's method, or random (no model)")
     p.add_argument("--tolerance", type=int, default=0, help="a shot within R positions of a true shot counts")
     p.add_argument("--batch-size", type=int, default=8, help="movies per padded batch")
     add_decode_args(p)
@@ -287,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an SSMP model with the self-paced mask ratio")
     p.add_argument("--data", required=True, help="data root in the CMTD layout (uses its train split)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--method", choices=("ssmp", "select-rank", "autoregressive"), default="ssmp",
+                   help="ssmp, or a baseline it is compared with (same size preset, budget and selection)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--movie-attention", choices=MOVIE_ATTENTION, default=DEFAULT_MOVIE_ATTENTION,
                    help="full: the paper's; prefix: movie tokens read only the movie (exact state reuse)")
@@ -294,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=None,
                    help="differently masked copies of each trailer per step (default: 4 under prefix, 1 under full)")
     p.add_argument("--dropout", type=float, default=None, help="model dropout (default: the preset's)")
+    p.add_argument("--feature-dim", type=int, default=None, help="shot feature size (default: the data's)")
     p.add_argument("--shot-prior", action=argparse.BooleanOptionalAction, default=None,
                    help="add a learned per-shot logit to every slot's scores (default: on in both presets; "
                    "--no-shot-prior scores with the paper's cos/tau alone)")
@@ -319,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", default=None, help="shots per movie, LO-HI or N (default 1400-2400, about CMTD's 1909)")
     p.add_argument("--min-shots", type=int, default=None, help="lower end of --shots")
     p.add_argument("--max-shots", type=int, default=None, help="upper end of --shots")
+    p.add_argument("--feature-dim", type=int, default=1024,
+                   help="shot feature size (default 1024, ImageBind's; 1280 matches the efficientnet-lite0 embedder)")
     p.add_argument("--force", action="store_true", help="replace train/, test/ and ceiling.json in a non-empty --out")
     p.set_defaults(func=cmd_synth)
 
@@ -344,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write the graphs into")
     p.add_argument("--force", action="store_true", help="overwrite graphs already in --out")
     p.set_defaults(func=cmd_export)
+    cli_compare.add_parser(sub)
+    cli_video.add_parser(sub)  # shots, embed, trailer, render: the movie-file commands (video extra)
+    cli_serve.add_parser(sub)  # serve: the HTTP API on Ray Serve (serve extra)
     return parser
 
 

@@ -99,9 +99,17 @@ def train_preset(name: str, **overrides) -> "TrainConfig":
     return TrainConfig(**{**TRAIN_PRESETS[name], **given})
 
 
-MODES = ("paper", "topk")
+MODES = ("paper", "topk", "greedy")
 # Encoder arithmetic of the torch backend (see backends/torch_backend.py).
 PRECISIONS = ("fp32", "bf16", "int8")
+KERNELS = ("auto", "torch", "triton")  # the decoding round's implementation (ssmp_infer.kernels)
+
+
+# Rounds beyond a trailer's slot count buy nothing: topk skips every round that locks no slot, and paper
+# mode's cumulative confidence reaches 1 within as many rounds as the movie has shots. 10,000 covers any
+# trailer of any movie this engine is sized for, while topk's per-round schedule (planned up front)
+# stays a fraction of a second; 10^9 rounds would take weeks.
+MAX_ROUNDS = 10_000
 
 
 @dataclass
@@ -110,7 +118,8 @@ class DecodeConfig:
 
     mode "paper": self-paced Bernoulli locking on cumulative confidence; `max_rounds` caps the encoder
     passes (then open slots are filled greedily). mode "topk": MaskGIT-style, exactly `steps` rounds
-    on a cosine schedule.
+    on a cosine schedule. mode "greedy": one round per slot, the most confident open slot locks
+    (the ablation of self-correction against one-at-a-time filling); `steps` and `max_rounds` unused.
     """
 
     mode: str = "paper"
@@ -122,20 +131,30 @@ class DecodeConfig:
     # every round (the pre-cache engine); k > 1 reuse for k rounds, then refresh (full attention: an
     # approximation); 0 compute once.
     refresh_every: int | None = None
+    # The round's scoring and locking: "torch" (the references), "triton" (fused kernels: CUDA, or the
+    # interpreter under TRITON_INTERPRET=1), "auto" (triton on CUDA when importable). Same shots either way.
+    kernels: str = "auto"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise InputError(f"unknown decoding mode {self.mode!r}; expected one of {list(MODES)}")
-        if self.steps < 1:
-            raise InputError(f"--steps must be at least 1, got {self.steps}")
-        if self.max_rounds < 1:
-            raise InputError(f"the round cap must be at least 1, got {self.max_rounds}")
+        if not 1 <= self.steps <= MAX_ROUNDS:
+            raise InputError(f"--steps must be at least 1 and at most {MAX_ROUNDS}, got {self.steps}")
+        if not 1 <= self.max_rounds <= MAX_ROUNDS:
+            raise InputError(f"the round cap (--steps in paper mode) must be at least 1 and at most {MAX_ROUNDS}, got {self.max_rounds}")
         if self.refresh_every is not None and self.refresh_every < 0:
             raise InputError(f"refresh_every must be 0 (never), 1 (every round) or more, got {self.refresh_every}")
+        if self.kernels not in KERNELS:
+            raise InputError(f"unknown kernels {self.kernels!r}; expected one of {list(KERNELS)}")
 
     @property
     def rounds_cap(self) -> int:
+        """Rounds planned (topk) or allowed (paper); greedy takes one per open slot (set by the decoder)."""
         return self.steps if self.mode == "topk" else self.max_rounds
+
+
+MAX_VIEWS = 64
+MAX_LR = 1.0
 
 
 @dataclass
@@ -166,16 +185,19 @@ class TrainConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self):
-        if self.lr <= 0:
-            raise InputError(f"--lr must be positive, got {self.lr}")
+        # AdamW moves every weight by about lr per step: far beyond 1 nothing can be learnt, and near float32's
+        # limit the update itself overflows. `not ... <=` also refuses NaN, which compares false with everything.
+        if not 0 < self.lr <= MAX_LR:
+            raise InputError(f"--lr must be positive and at most {MAX_LR:g}, got {self.lr}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.epochs < 1:
             raise InputError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise InputError(f"--max-minutes must be positive, got {self.max_minutes}")
-        if self.views is not None and self.views < 1:
-            raise InputError(f"--views must be at least 1, got {self.views}")
+        if self.max_minutes is not None and not 0 < self.max_minutes < float("inf"):
+            raise InputError(f"--max-minutes must be positive and finite, got {self.max_minutes}")
+        # Each view is one more masked copy of every trailer in the batch, held in memory at once.
+        if self.views is not None and not 1 <= self.views <= MAX_VIEWS:
+            raise InputError(f"--views must be from 1 to {MAX_VIEWS}, got {self.views}")
         if not 0 <= self.validation_fraction < 1:
             raise InputError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
         if self.mask_schedule not in MASK_SCHEDULES:
