@@ -207,6 +207,17 @@ def to_device(examples: list[Example], device: torch.device) -> list[Example]:
 
 
 
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only; biases and norm gains are not decayed."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=cfg.betas,
+    )
+
 def training_provenance(data_root, movies: int, step: int, plan: "StepPlan", held_out, best, cfg: TrainConfig,
                         device, final: dict, skip_config: tuple = ()) -> dict:
     """What a checkpoint's config.json says about the run that made it (every method writes the same)."""
@@ -248,13 +259,7 @@ def train(
     examples, held_out = split_validation(examples, cfg.validation_fraction, order_rng)
     model = SSMPEncoder(model_config).to(device).train()
     views = cfg.views or (PREFIX_VIEWS if model_config.movie_attention == "prefix" else 1)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=cfg.betas,
-    )
+    optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     plan = StepPlan(cfg.epochs * steps_per_epoch, cfg.max_minutes)
     pace = SelfPacedRatio(t=cfg.t_min)

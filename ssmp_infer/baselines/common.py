@@ -124,7 +124,7 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
     from ..engine import resolve_device
     from ..model import num_parameters
     from ..selection import VALIDATION_POINTS, VALIDATION_TIME_SHARE, BestWeights, split_validation
-    from ..train import StepPlan, lr_at, to_device, training_provenance
+    from ..train import StepPlan, lr_at, make_optimizer, to_device, training_provenance
 
     out_dir = Path(out_dir)
     check_checkpoint_dir(out_dir, force)  # fail before training, not after
@@ -134,13 +134,7 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
     order_rng = np.random.default_rng(cfg.seed)
     examples, held_out = split_validation(examples, cfg.validation_fraction, order_rng)
     model = model.to(device).train()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=cfg.betas,
-    )
+    optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     plan = StepPlan(cfg.epochs * steps_per_epoch, cfg.max_minutes)
     budget = "" if cfg.max_minutes is None else f", at most {cfg.max_minutes:g} min"
