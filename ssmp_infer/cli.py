@@ -28,7 +28,7 @@ from .config import (
 )
 from . import cli_compare, cli_serve, cli_video
 from .controls import EditorControls, check_candidates, parse_bans, parse_pins
-from .errors import InputError
+from .errors import InputError, caused_by_interrupt
 from .inputs import dumps_json  # JSON out: NaN or Inf refused, never written as invalid JSON
 
 EXIT_BAD_INPUT = 2
@@ -485,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a file system refusal (permissions, a full disk): still one sentence
         print(f"ssmp-infer: error: {e.strerror or e} ({e.filename})" if e.filename else f"ssmp-infer: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as e:  # Ctrl-C, also when an import wrapped it in another error
+        if not caused_by_interrupt(e):
+            raise
         print("ssmp-infer: interrupted", file=sys.stderr)
         return 130
     return 0

@@ -14,7 +14,11 @@ def main() -> int:
         from .cli import main as cli_main  # numpy, argparse, the configs
 
         code = cli_main()  # handles an interrupt inside a command itself
-    except KeyboardInterrupt:  # one during the imports above
+    except (KeyboardInterrupt, Exception) as e:  # one during the imports above, perhaps wrapped by Python
+        from .errors import caused_by_interrupt
+
+        if not caused_by_interrupt(e):
+            raise
         print("ssmp-infer: interrupted", file=sys.stderr)
         code = 130
     # The work is done and reported; a Ctrl-C now would only turn the interpreter's exit into a traceback.

@@ -330,3 +330,26 @@ def test_synth_is_deterministic_and_never_clobbers(tiny_data, tmp_path):
 def test_synth_rejects_bad_options(tmp_path):
     assert_clean_failure(cli("synth", "--out", tmp_path / "d", "--movies", 1), "movies")
     assert_clean_failure(cli("synth", "--out", tmp_path / "d", "--min-shots", 500, "--max-shots", 100), "min-shots")
+
+
+def test_an_interrupt_wrapped_by_an_import_is_still_one_line(monkeypatch, capsys):
+    """Ctrl-C while torch defines a class during its import reaches us as a RuntimeError whose cause is
+    the KeyboardInterrupt (Python wraps errors raised in __set_name__): exit 130, one line."""
+    from ssmp_infer import cli
+
+    def interrupted_import(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError("Error calling __set_name__ on 'SymNumberMemoDescriptor'") from e
+
+    monkeypatch.setattr(cli, "cmd_synth", interrupted_import)
+    assert cli.main(["synth", "--out", "unused"]) == 130
+    assert capsys.readouterr().err == "ssmp-infer: interrupted\n"
+
+    def plain_bug(args):
+        raise RuntimeError("a bug, not an interrupt")
+
+    monkeypatch.setattr(cli, "cmd_synth", plain_bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["synth", "--out", "unused"])
