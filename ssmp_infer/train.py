@@ -218,6 +218,19 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
         betas=cfg.betas,
     )
 
+
+def end_training(model, step: int, plan: "StepPlan", cfg: TrainConfig, held_out, best, validate, log) -> None:
+    """After the last step, every method alike: refuse an empty run, say why it stopped, and load the
+    weights held-out validation chose (validating the last step first)."""
+    if step == 0:
+        raise InputError("training stopped before its first step; raise --max-minutes")
+    if step < plan.planned:
+        print(f"--max-minutes {cfg.max_minutes:g} reached at step {step}; saving", file=log, flush=True)
+    if held_out:
+        validate(step)
+        model.load_state_dict(best.state)
+        print(f"saving the weights of step {best.step} (lowest loss on the held-out movies)", file=log, flush=True)
+
 def training_provenance(data_root, movies: int, step: int, plan: "StepPlan", held_out, best, cfg: TrainConfig,
                         device, final: dict, skip_config: tuple = ()) -> dict:
     """What a checkpoint's config.json says about the run that made it (every method writes the same)."""
@@ -344,15 +357,7 @@ def train(
                 file=log,
                 flush=True,
             )
-    if step == 0:
-        raise InputError("training stopped before its first step; raise --max-minutes")
-    stopped_early = step < plan.planned
-    if stopped_early:
-        print(f"--max-minutes {cfg.max_minutes:g} reached at step {step}; saving", file=log, flush=True)
-    if held_out:
-        validate(step)
-        model.load_state_dict(best.state)
-        print(f"saving the weights of step {best.step} (lowest loss on the held-out movies)", file=log, flush=True)
+    end_training(model, step, plan, cfg, held_out, best, validate, log)
     mean_loss, mean_acc = np.mean(recent, axis=0)
     final = {
         "loss": float(mean_loss),

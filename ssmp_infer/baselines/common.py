@@ -124,7 +124,7 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
     from ..engine import resolve_device
     from ..model import num_parameters
     from ..selection import VALIDATION_POINTS, VALIDATION_TIME_SHARE, BestWeights, split_validation
-    from ..train import StepPlan, lr_at, make_optimizer, to_device, training_provenance
+    from ..train import StepPlan, end_training, lr_at, make_optimizer, to_device, training_provenance
 
     out_dir = Path(out_dir)
     check_checkpoint_dir(out_dir, force)  # fail before training, not after
@@ -186,15 +186,7 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
             last_log = now
             print(f"step {step}/{plan.planned}  loss {np.mean(recent):.4f}  lr {lr:.1e}  {plan.elapsed():.0f}s",
                   file=log, flush=True)
-    if step == 0:
-        raise InputError("training stopped before its first step; raise --max-minutes")
-    stopped_early = step < plan.planned
-    if stopped_early:
-        print(f"--max-minutes {cfg.max_minutes:g} reached at step {step}; saving", file=log, flush=True)
-    if held_out:
-        validate(step)
-        model.load_state_dict(best.state)
-        print(f"saving the weights of step {best.step} (lowest loss on the held-out movies)", file=log, flush=True)
+    end_training(model, step, plan, cfg, held_out, best, validate, log)
     final = {"loss": float(np.mean(recent))}
     provenance = training_provenance(data_root, len(examples), step, plan, held_out, best, cfg, device, final,
                                      skip_config=SSMP_ONLY)
