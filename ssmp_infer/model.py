@@ -82,6 +82,10 @@ class SelfAttention(nn.Module):
             k, v = torch.cat([prefix_kv[0], k], dim=2), torch.cat([prefix_kv[1], v], dim=2)
         # Bidirectional (no causal mask); `attn_mask` (B, 1, T or 1, keys) removes padded keys and, under
         # prefix attention, the slots from the movie tokens' key set.
+        if torch.onnx.is_in_onnx_export():
+            # ONNX's Attention op (opset 23, which ONNX Runtime runs as one fused kernel) does not
+            # broadcast the mask over queries: give it one row per query.
+            attn_mask = attn_mask.expand(B, 1, T, k.shape[2])
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C)), own
 

@@ -120,6 +120,17 @@ def test_graphs_check_have_symbolic_dims_and_carry_the_model(which, prefix_expor
     assert read_metadata(out)["weights_sha256"] != weights_sha256(tiny_model(cfg.movie_attention, cfg.shot_prior, seed=9))
 
 
+@pytest.mark.parametrize("which", ["prefix", "full"])
+def test_attention_is_one_fused_node_per_layer(which, prefix_export, full_export):
+    """Opset 23's Attention op, which ONNX Runtime runs as one kernel, not a MatMul/Softmax chain that
+    materialises every head's I×I scores."""
+    model, out = (prefix_export[0], prefix_export[2]) if which == "prefix" else full_export
+    for path in out.glob("*.onnx"):
+        ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+        assert ops.count("Attention") == model.cfg.n_layers, path.name
+        assert "Softmax" not in ops, path.name
+
+
 # Two (I, J) pairs and one batch of 1, all run by the same files: a dim specialised at export fails here.
 SIZES = [(3, 23, 6), (4, 61, 17), (1, 9, 1)]
 
@@ -157,6 +168,39 @@ def test_full_attention_full_and_step_graphs_match_torch(B, I, J, refresh_every,
     assert (got.cache is None) == (refresh_every == 1)
 
 
+@pytest.fixture(scope="module")
+def int8_export(prefix_export):
+    model, root, _ = prefix_export
+    out = root / "onnx_int8"
+    assert main(["export", "--model", str(root / "model"), "--out", str(out), "--precision", "int8"]) == 0
+    return out
+
+
+def test_int8_export_quantises_every_linear_layer_and_stays_close(int8_export, prefix_export):
+    model = prefix_export[0]
+    assert read_metadata(int8_export)["precision"] == "int8"
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    for graph in ("prepare", "step"):
+        proto = onnx.load(str(int8_export / f"{graph}.onnx"))
+        onnx.checker.check_model(proto, full_check=True)
+        weights = {t.name: t for t in proto.graph.initializer}
+        ops = [n.op_type for n in proto.graph.node]
+        # No float MatMul reads a weight any more; each layer's weight is an int8 tensor now.
+        assert not [n for n in proto.graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
+        int8_weights = [t for t in weights.values() if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+        # Each graph reads all but two linear layers (prepare: not the slot positions nor the output
+        # projection; step: not the movie positions nor the shot prior's head).
+        assert ops.count("MatMulInteger") == len(int8_weights) == n_linear - 2
+        assert ops.count("Attention") == model.cfg.n_layers  # attention stays float32
+    movie, movie_valid, slots, slot_masked, slot_valid = padded_batch(3, 61, 17, seed=5)
+    ref, q = TorchBackend(model), OnnxRuntimeBackend(int8_export, weights_sha256=weights_sha256(model), precision="int8")
+    want = ref.step(ref.prepare(movie, movie_valid), slots, slot_masked, slot_valid)
+    got = q.step(q.prepare(movie, movie_valid), slots, slot_masked, slot_valid)
+    cos = torch.nn.functional.cosine_similarity(got, want, dim=-1)[slot_valid]
+    assert cos.min() > 0.99  # what the decoder reads (cosine to the shots) barely moves
+    assert (got - want).abs().max() > 1e-5  # ...but it is the quantised graph, not the fp32 one
+
+
 def test_files_of_other_weights_are_refused(prefix_export):
     _, _, out = prefix_export
     with pytest.raises(InputError, match="exported from other weights"):
@@ -187,8 +231,12 @@ def test_run_cli_with_the_onnxruntime_backend_gives_the_torch_trailer(prefix_exp
 
 def test_engine_load_rejects_options_the_backend_cannot_honour(prefix_export):
     _, root, out = prefix_export
-    with pytest.raises(InputError, match="fp32 graphs only"):
+    with pytest.raises(InputError, match="runs fp32 or int8 graphs, not bf16"):
         Engine.load(root / "model", device="cpu", backend="onnxruntime", precision="bf16", onnx_dir=out)
+    with pytest.raises(InputError, match="are fp32 graphs, not int8"):
+        Engine.load(root / "model", device="cpu", backend="onnxruntime", precision="int8", onnx_dir=out)
+    with pytest.raises(InputError, match="int8 ONNX graphs are for the CPU"):
+        OnnxRuntimeBackend.for_model(prefix_export[0], "cuda", out, precision="int8")
     with pytest.raises(InputError, match="onnxruntime backend only"):
         Engine.load(root / "model", device="cpu", backend="torch", onnx_dir=out)
 

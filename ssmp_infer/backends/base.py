@@ -35,6 +35,7 @@ class MovieState:
     cache: Any = None  # the backend's reusable movie states (batch-first, with .select(rows)), or None
     steps: int = 0  # steps taken since prepare (when to refresh)
     shot_prior: torch.Tensor | None = None  # (B, I) per-shot logit b_i added to every slot's scores, if any
+    step_graph: Any = None  # a backend's captured step for this state (cuda_graphs.py); never carried by select
 
     def select(self, rows: torch.Tensor) -> "MovieState":
         """The state of movies `rows` only (a LongTensor of batch indices)."""
@@ -52,6 +53,18 @@ class MovieState:
         if self.refresh_every == 1 or self.cache is None:
             return True
         return self.refresh_every > 1 and self.steps % self.refresh_every == 0
+
+
+@dataclass
+class StackedMovieStates:
+    """A movie cache as exported graphs and engines take it: per-layer keys and values stacked layer
+    first, each (L, B, H, I, hd), so the batch is dim 1."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    def select(self, rows: torch.Tensor) -> "StackedMovieStates":
+        return StackedMovieStates(self.keys.index_select(1, rows), self.values.index_select(1, rows))
 
 
 class Backend(Protocol):

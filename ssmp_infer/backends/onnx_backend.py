@@ -9,7 +9,6 @@ a GPU and onnxruntime-gpu.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .base import MovieState, default_refresh_every
+from .base import MovieState, StackedMovieStates, default_refresh_every
 
 try:
     import onnxruntime as ort
@@ -30,17 +29,6 @@ except ImportError:
 MISSING = "the onnxruntime backend needs ONNX Runtime: pip install 'ssmp-infer[onnx]'"
 
 
-@dataclass
-class OnnxMovieCache:
-    """The movie's per-layer states as the graphs take them: keys and values (L, B, H, I, hd)."""
-
-    keys: torch.Tensor
-    values: torch.Tensor
-
-    def select(self, rows: torch.Tensor) -> "OnnxMovieCache":
-        return OnnxMovieCache(self.keys.index_select(1, rows), self.values.index_select(1, rows))
-
-
 class OnnxRuntimeBackend:
     """prepare.onnx once per batch and step.onnx per round (prefix attention, exact), or full.onnx on
     the rounds that refresh the movie's states and step.onnx in between (full attention).
@@ -51,7 +39,13 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_dir: str | Path, device: torch.device | str = "cpu", weights_sha256: str | None = None):
+    def __init__(
+        self,
+        onnx_dir: str | Path,
+        device: torch.device | str = "cpu",
+        weights_sha256: str | None = None,
+        precision: str | None = None,
+    ):
         if not HAS_ONNXRUNTIME:
             raise InputError(MISSING)
         from ..export.onnx_export import read_metadata
@@ -62,7 +56,13 @@ class OnnxRuntimeBackend:
                 f"the ONNX files in {onnx_dir} were exported from other weights (sha256 {meta['weights_sha256'][:12]}…, "
                 f"this model's is {weights_sha256[:12]}…); export this model with `ssmp-infer export`"
             )
+        if precision is not None and meta["precision"] != precision:
+            raise InputError(
+                f"the ONNX files in {onnx_dir} are {meta['precision']} graphs, not {precision}; "
+                f"export them with `ssmp-infer export --precision {precision}`"
+            )
         self.config = meta["config"]
+        self.precision = meta["precision"]
         self.onnx_dir = Path(onnx_dir)
         self.device = torch.device(device)
         options = ort.SessionOptions()
@@ -82,16 +82,20 @@ class OnnxRuntimeBackend:
         }
 
     @classmethod
-    def for_model(cls, model, device, onnx_dir: str | Path | None = None) -> "OnnxRuntimeBackend":
-        """The backend for a loaded model: its graphs from `onnx_dir` (checked to be this model's), or
-        from the export cache, exported there on first use."""
+    def for_model(cls, model, device, onnx_dir: str | Path | None = None, precision: str = "fp32") -> "OnnxRuntimeBackend":
+        """The backend for a loaded model: its `precision` graphs (fp32 or int8) from `onnx_dir` (checked
+        to be this model's, in that precision), or from the export cache, exported there on first use."""
         if not HAS_ONNXRUNTIME:
             raise InputError(MISSING)
-        from ..export.onnx_export import cached_onnx_dir, weights_sha256
+        from ..export.onnx_export import ONNX_PRECISIONS, cached_onnx_dir, weights_sha256
 
+        if precision not in ONNX_PRECISIONS:
+            raise InputError(f"the onnxruntime backend runs {' or '.join(ONNX_PRECISIONS)} graphs, not {precision}")
+        if precision == "int8" and torch.device(device).type != "cpu":
+            raise InputError("int8 ONNX graphs are for the CPU (dynamic quantisation); on a GPU use fp32 or --backend tensorrt")
         if onnx_dir is None:
-            onnx_dir = cached_onnx_dir(model)
-        return cls(onnx_dir, device, weights_sha256=weights_sha256(model))
+            onnx_dir = cached_onnx_dir(model, precision)
+        return cls(onnx_dir, device, weights_sha256=weights_sha256(model), precision=precision)
 
     def _run(self, graph: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
         session = self.sessions[graph]
@@ -132,7 +136,7 @@ class OnnxRuntimeBackend:
         if self.config.movie_attention == "prefix":
             state.refresh_every = 0  # exact: the states never need recomputing
             keys, values, *prior = self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid)
-            state.cache = OnnxMovieCache(keys, values)
+            state.cache = StackedMovieStates(keys, values)
             state.shot_prior = prior[0] if prior else None
         return state
 
@@ -140,7 +144,7 @@ class OnnxRuntimeBackend:
         slot_inputs = dict(slots=slots.float(), slot_masked=slot_masked, slot_valid=slot_valid)
         if state.due_for_refresh():
             pred, keys, values, *prior = self._run("full", movie=state.movie_unit, movie_valid=state.movie_valid, **slot_inputs)
-            state.cache = OnnxMovieCache(keys, values) if state.refresh_every != 1 else None
+            state.cache = StackedMovieStates(keys, values) if state.refresh_every != 1 else None
             state.shot_prior = prior[0] if prior else None
         else:
             cache = state.cache
