@@ -1,33 +1,235 @@
-"""TensorRT: engines built from the ONNX graphs, run on torch CUDA tensors.
+"""TensorRT: the engines of `ssmp_infer.export.tensorrt_export` behind the prepare/step interface.
 
-Not built yet: no machine this code is developed on has TensorRT and a GPU. What exists is the
-switch: without `tensorrt` importable, asking for this backend (or `ssmp-infer export --format
-tensorrt`) is one sentence naming the extra to install.
+Inputs and outputs are torch CUDA tensors whose memory TensorRT reads and writes directly, and every
+engine runs on torch's current CUDA stream, so its work is ordered with the decoder's own kernels
+without any synchronisation. The engines compute in fp16 (see tensorrt_export.fp16_graph); their
+inputs and outputs are float32 and bool, as for the other backends.
+
+Written against TensorRT 10's documented Python API, and not yet run against TensorRT itself: no
+machine it was written on has TensorRT and a GPU. tests/test_tensorrt.py drives the build and this
+backend through a stand-in of that API on the CPU, and runs the real thing where both exist.
 """
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
 from ..errors import InputError
-
-try:
-    import tensorrt  # noqa: F401
-
-    HAS_TENSORRT = True
-except ImportError:
-    HAS_TENSORRT = False
+from .base import MovieState, StackedMovieStates, default_refresh_every
 
 MISSING = "TensorRT is not installed: pip install 'ssmp-infer[tensorrt]' on a machine with an NVIDIA GPU"
-NOT_BUILT = "TensorRT engines are not implemented in this version of ssmp-infer; use --backend onnxruntime"
+NO_GPU = "TensorRT runs on an NVIDIA GPU, and this PyTorch sees no CUDA device"
+
+try:
+    import tensorrt as trt
+
+    HAS_TENSORRT, _UNAVAILABLE = True, None
+except ImportError:
+    trt, HAS_TENSORRT, _UNAVAILABLE = None, False, MISSING
+except OSError as e:  # the wheel is there but its CUDA libraries do not load
+    trt, HAS_TENSORRT = None, False
+    _UNAVAILABLE = f"TensorRT is installed but does not load ({e}); reinstall it: pip install 'ssmp-infer[tensorrt]'"
 
 
 def require_tensorrt() -> None:
-    """The one sentence a caller gets: the missing extra, or (with TensorRT present) that the engines
-    are not written yet."""
-    raise InputError(NOT_BUILT if HAS_TENSORRT else MISSING)
+    """One sentence when TensorRT cannot run here: the missing extra, or no CUDA device."""
+    if not HAS_TENSORRT:
+        raise InputError(_UNAVAILABLE)
+    if not torch.cuda.is_available():
+        raise InputError(NO_GPU)
+
+
+def cuda_device(device=None) -> torch.device:
+    """`device` (None: the current CUDA device) as a torch.device with its index."""
+    device = torch.device("cuda") if device is None else torch.device(device)
+    if device.type != "cuda":
+        raise InputError(f"the tensorrt backend runs on a CUDA device, not {device}")
+    return torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+
+
+def gpu_name(device) -> str:
+    return torch.cuda.get_device_name(cuda_device(device))
+
+
+_LOGGER = None
+
+
+def trt_logger():
+    """One logger for every TensorRT object (TensorRT expects a single one): warnings and errors only."""
+    global _LOGGER
+    if _LOGGER is None:
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.BOOL: torch.bool,
+             trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64}
+    if dtype not in table:
+        raise InputError(f"these engines have a {dtype} input or output, which this backend does not bind; build them again")
+    return table[dtype]
+
+
+# The tensors whose batch dim is not the first: the stacked per-layer states (L, B, H, I, hd).
+BATCH_DIM = {"keys": 1, "values": 1}
+
+
+class _EngineRunner:
+    """One deserialised engine and its execution context."""
+
+    def __init__(self, runtime, path: Path, device: torch.device):
+        self.graph = path.name.split(".")[0]
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise InputError(f"TensorRT {trt.__version__} cannot load {path} (its log above says why); build the engines again")
+        self.context = self.engine.create_execution_context()
+        self.device = device
+        names = [self.engine.get_tensor_name(k) for k in range(self.engine.num_io_tensors)]
+        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self.inputs = [n for n in names if is_input[n]]
+        self.outputs = [n for n in names if not is_input[n]]
+        self.dtypes = {n: _torch_dtype(self.engine.get_tensor_dtype(n)) for n in names}
+        self.lock = threading.Lock()  # shapes and addresses live in the context: one run at a time
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{output name: tensor}, queued on torch's current stream (ready for whatever torch queues next)."""
+        if sorted(inputs) != sorted(self.inputs):
+            raise InputError(f"the {self.graph} engine takes {sorted(self.inputs)}, not {sorted(inputs)}; build the engines again")
+        # Contiguous, of the engine's dtype, on the device: copies only when the caller's tensor is not.
+        # They stay referenced until this call returns; the work is queued on torch's current stream,
+        # so the caching allocator reuses their memory only for work queued after it.
+        bound = {n: t.to(self.device, self.dtypes[n]).contiguous() for n, t in inputs.items()}
+        stream = torch.cuda.current_stream(self.device)
+        with self.lock:
+            for name, tensor in bound.items():
+                if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                    raise InputError(f"the {self.graph} engine does not take {name} of shape {tuple(tensor.shape)}")
+                self.context.set_tensor_address(name, tensor.data_ptr())
+            outputs = {}
+            for name in self.outputs:  # their shapes follow from the input shapes just set
+                shape = tuple(self.context.get_tensor_shape(name))
+                outputs[name] = torch.empty(shape, dtype=self.dtypes[name], device=self.device)
+                self.context.set_tensor_address(name, outputs[name].data_ptr())
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError(f"TensorRT could not run the {self.graph} engine (its log above says why)")
+        return outputs
 
 
 class TensorRTBackend:
+    """prepare.engine once per batch and step.engine per round (prefix attention, exact), or full.engine
+    on the rounds that refresh the movie's states and step.engine in between (full attention): the
+    same rules as the onnxruntime backend.
+
+    A batch larger than the engines' batch profile runs in equal chunks that fit it; a movie or trailer
+    outside the shots or slots profile is refused with one sentence.
+    """
+
     name = "tensorrt"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, engine_dir: str | Path | None = None, device: torch.device | str = "cuda",
+                 weights_sha256: str | None = None):
         require_tensorrt()
+        if engine_dir is None:
+            raise InputError("the tensorrt backend needs a directory of engines (or use TensorRTBackend.for_model)")
+        from ..export.tensorrt_export import read_engine_metadata
+
+        self.device = cuda_device(device)
+        self.engine_dir = Path(engine_dir)
+        meta = read_engine_metadata(engine_dir)
+        _check_built_here(meta, self.engine_dir, self.device, weights_sha256)
+        self.config = meta["config"]
+        self.profiles = meta["profiles"]
+        with torch.cuda.device(self.device):  # engines and contexts live on the device current at load
+            self._runtime = trt.Runtime(trt_logger())  # kept: it must outlive the engines it made
+            self.runners = {graph: _EngineRunner(self._runtime, path, self.device) for graph, path in meta["paths"].items()}
+
+    @classmethod
+    def for_model(cls, model, device, engine_dir: str | Path | None = None, profiles=None) -> "TensorRTBackend":
+        """The backend for a loaded model: its engines from `engine_dir` (checked to be this model's, this
+        GPU's and this TensorRT's), or from the engine cache, built there on first use (minutes)."""
+        require_tensorrt()
+        from ..export.tensorrt_export import cached_engine_dir
+        from ..export.onnx_export import weights_sha256
+
+        if engine_dir is None:
+            engine_dir = cached_engine_dir(model, device, profiles=profiles)
+        return cls(engine_dir, device, weights_sha256=weights_sha256(model))
+
+    def _check_sizes(self, batch: int, shots: int, slots: int | None) -> None:
+        limits = [("shots", "movie", shots, self.profiles.shots)]
+        if slots is not None:
+            limits.append(("slots", "trailer", slots, self.profiles.slots))
+        for dim, what, size, (low, _, high) in limits:
+            if not low <= size <= high:
+                raise InputError(
+                    f"a {what} of {size} {dim} is outside the {low}..{high} {dim} the TensorRT engines in "
+                    f"{self.engine_dir} were built for; build engines that cover it with `ssmp-infer export "
+                    f"--format tensorrt --max-{dim} N` and pass them with --engines"
+                )
+        if batch < self.profiles.batch[0]:
+            raise InputError(
+                f"a batch of {batch} movies is below the {self.profiles.batch[0]} the TensorRT engines in "
+                f"{self.engine_dir} were built for; build engines with a batch profile that starts at 1"
+            )
+
+    def _run(self, graph: str, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        valid = inputs["movie_valid"]
+        slots = inputs.get("slots")
+        self._check_sizes(valid.shape[0], valid.shape[1], None if slots is None else slots.shape[1])
+        runner, batch, most = self.runners[graph], valid.shape[0], self.profiles.batch[2]
+        if batch <= most:
+            return runner(inputs)
+        # More movies than the profile takes: consecutive chunks of equal size (none falls below the
+        # profile's min when it can be helped), outputs joined along their batch dim.
+        count = -(-batch // most)
+        sizes = [batch // count + (k < batch % count) for k in range(count)]
+        starts = [sum(sizes[:k]) for k in range(count)]
+        chunks = [
+            runner({n: t.narrow(BATCH_DIM.get(n, 0), start, size) for n, t in inputs.items()})
+            for start, size in zip(starts, sizes)
+        ]
+        return {name: torch.cat([c[name] for c in chunks], dim=BATCH_DIM.get(name, 0)) for name in runner.outputs}
+
+    def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
+        k = default_refresh_every(self.config.movie_attention) if refresh_every is None else refresh_every
+        state = MovieState(F.normalize(movie.float(), dim=-1), movie_valid, refresh_every=k)
+        if self.config.movie_attention == "prefix":
+            state.refresh_every = 0  # exact: the states never need recomputing
+            out = self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid)
+            state.cache = StackedMovieStates(out["keys"], out["values"])
+            state.shot_prior = out.get("shot_prior")
+        else:
+            self._check_sizes(movie_valid.shape[0], movie_valid.shape[1], None)  # refused now, not at the first step
+        return state
+
+    def step(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor:
+        slot_inputs = dict(slots=slots.float(), slot_masked=slot_masked, slot_valid=slot_valid)
+        if state.due_for_refresh():
+            out = self._run("full", movie=state.movie_unit, movie_valid=state.movie_valid, **slot_inputs)
+            state.cache = StackedMovieStates(out["keys"], out["values"]) if state.refresh_every != 1 else None
+            state.shot_prior = out.get("shot_prior")
+        else:
+            cache = state.cache
+            out = self._run("step", keys=cache.keys, values=cache.values, movie_valid=state.movie_valid, **slot_inputs)
+        state.steps += 1
+        return out["pred"]
+
+
+def _check_built_here(meta: dict, directory: Path, device: torch.device, weights_sha256: str | None) -> None:
+    """Engines run only with the weights, GPU model and TensorRT version they were built for."""
+    here = {"gpu": gpu_name(device), "tensorrt": trt.__version__}
+    if weights_sha256 is not None and meta["weights_sha256"] != weights_sha256:
+        raise InputError(
+            f"the TensorRT engines in {directory} were built from other weights (sha256 {meta['weights_sha256'][:12]}…, "
+            f"this model's is {weights_sha256[:12]}…); build this model's with `ssmp-infer export --format tensorrt`"
+        )
+    if meta["gpu"] != here["gpu"]:
+        raise InputError(f"the TensorRT engines in {directory} were built for a {meta['gpu']}, not this {here['gpu']}; build them on this GPU")
+    if meta["tensorrt"] != here["tensorrt"]:
+        raise InputError(
+            f"the TensorRT engines in {directory} were built with TensorRT {meta['tensorrt']}, this is {here['tensorrt']}; build them again"
+        )
