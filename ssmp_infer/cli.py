@@ -20,13 +20,13 @@ from .config import (
     MASK_SCHEDULES,
     MODES,
     MOVIE_ATTENTION,
-    PRECISIONS,
     PRESETS,
     DecodeConfig,
     model_preset,
     train_preset,
 )
 from . import cli_compare, cli_serve, cli_video
+from .cli_backend import add_backend_args, engine_options
 from .controls import EditorControls, check_candidates, parse_bans, parse_pins
 from .errors import InputError, caused_by_interrupt
 from .inputs import dumps_json  # JSON out: NaN or Inf refused, never written as invalid JSON
@@ -60,16 +60,9 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="topk: rounds (default 12); paper: round cap (default 32)")
     p.add_argument("--seed", type=seed_arg, default=0, help="in [0, 2^63)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="encoder arithmetic: fp32, bf16 (autocast) or int8 (CPU, dynamic quantisation)")
     p.add_argument("--refresh-every", type=int, default=None,
                    help="recompute the movie's states every K rounds (default: exact; 1 recomputes every round)")
-    # ssmp_infer.backends.BACKENDS, spelled out: importing it would load torch for `--help`.
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="torch, or onnxruntime: the model's ONNX graphs (fp32; needs the onnx extra)")
-    p.add_argument("--onnx", default=None,
-                   help="onnxruntime: a directory written by `ssmp-infer export` (default: export into a cache "
-                        "keyed by the weights' hash on first use)")
+    add_backend_args(p)
     p.add_argument("--kernels", choices=KERNELS, default="auto",
                    help="each round's scoring and locking: torch, triton (fused kernels; CUDA) or auto (triton on "
                         "CUDA when installed); the same shots either way")
@@ -149,7 +142,7 @@ def cmd_run(args) -> None:
 
         run_many(args, None, generate=ray_generate(args))  # the engines live in the Ray actors
         return
-    engine = Engine.load(args.model, device=args.device, backend=args.backend, precision=args.precision, onnx_dir=args.onnx)
+    engine = Engine.load(**engine_options(args))
     if many:
         run_many(args, engine)
         return
@@ -216,7 +209,7 @@ def run_many(args, engine, generate=None) -> None:
 # Options only SSMP reads, (flag, argparse dest, default): a baseline refuses them rather than ignore them.
 DECODE_ONLY_OPTIONS = (("--mode", "mode", "paper"), ("--steps", "steps", None), ("--precision", "precision", "fp32"),
                        ("--refresh-every", "refresh_every", None), ("--backend", "backend", "torch"), ("--onnx", "onnx", None),
-                       ("--kernels", "kernels", "auto"))
+                       ("--engines", "engines", None), ("--cuda-graphs", "cuda_graphs", False), ("--kernels", "kernels", "auto"))
 TRAIN_ONLY_OPTIONS = (("--movie-attention", "movie_attention", DEFAULT_MOVIE_ATTENTION),
                       ("--mask-schedule", "mask_schedule", "self-paced"), ("--views", "views", None),
                       ("--shot-prior", "shot_prior", None))
@@ -254,8 +247,7 @@ def cmd_eval(args) -> None:
     else:
         from .engine import Engine
 
-        engine = Engine.load(args.model, device=args.device, backend=args.backend, precision=args.precision,
-                             onnx_dir=args.onnx)
+        engine = Engine.load(**engine_options(args))
         feature_dim, method = engine.feature_dim, f"ssmp:{engine.source}:{args.mode}"
     examples = load_split(args.data, args.split, feature_dim)
     scores = []
@@ -352,13 +344,33 @@ def cmd_export(args) -> None:
     from .checkpoint import load_checkpoint
     from .export import export_onnx, export_tensorrt, read_metadata
 
+    allowed = {"onnx": ("fp32", "int8"), "tensorrt": ("fp16",)}[args.format]
+    precision = args.precision or allowed[0]
+    if precision not in allowed:
+        raise InputError(f"--format {args.format} writes {' or '.join(allowed)}, not {precision}")
     model, _ = load_checkpoint(args.model)
     if args.format == "tensorrt":
-        export_tensorrt(model, args.out, force=args.force)
+        from pathlib import Path
+
+        from .export.tensorrt_export import ENGINES_JSON, Profiles
+
+        default = Profiles()
+        profiles = Profiles(*(
+            (low, min(opt, high), high) for (low, opt, _), high in zip(
+                (default.batch, default.shots, default.slots),
+                (args.max_batch or default.batch[2], args.max_shots or default.shots[2], args.max_slots or default.slots[2]),
+            )
+        ))
+        paths = export_tensorrt(model, args.out, force=args.force, precision=precision, profiles=profiles)
+        print(json.dumps({"format": "tensorrt", "precision": precision, "out": str(args.out),
+                          "files": [str(p) for p in paths.values()] + [str(Path(args.out) / ENGINES_JSON)],
+                          "profiles": profiles.to_dict()}))
         return
-    paths = export_onnx(model, args.out, force=args.force)
+    if (args.max_batch, args.max_shots, args.max_slots) != (None, None, None):
+        raise InputError("--max-batch, --max-shots and --max-slots size TensorRT engines; they need --format tensorrt")
+    paths = export_onnx(model, args.out, force=args.force, precision=precision)
     meta = read_metadata(args.out)
-    print(json.dumps({"format": "onnx", "out": str(args.out), "files": [str(p) for p in paths.values()],
+    print(json.dumps({"format": "onnx", "precision": precision, "out": str(args.out), "files": [str(p) for p in paths.values()],
                       "weights_sha256": meta["weights_sha256"], "movie_attention": meta["config"].movie_attention}))
 
 
@@ -460,10 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a smoke run in seconds: 160 shots, batch 1,2, one repeat (given options still apply)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("export", help="write the encoder as ONNX graphs (prepare + step, or full + step)")
+    p = sub.add_parser("export", help="write the encoder as ONNX graphs (prepare + step, or full + step) or TensorRT engines")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
     p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx",
-                   help="onnx (needs the onnx extra); tensorrt is not built yet")
+                   help="onnx (needs the onnx extra) or tensorrt (engines for this GPU; needs the tensorrt extra)")
+    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default=None,
+                   help="onnx: fp32 (default) or int8 (dynamically quantised, for CPUs); tensorrt: fp16 (default)")
+    for dim, default in (("batch", 8), ("shots", 8192), ("slots", 256)):
+        p.add_argument(f"--max-{dim}", type=int, default=None,
+                       help=f"tensorrt: the largest {dim} the engines take (default {default}; more costs GPU memory)")
     p.add_argument("--out", required=True, help="directory to write the graphs into")
     p.add_argument("--force", action="store_true", help="overwrite graphs already in --out")
     p.set_defaults(func=cmd_export)

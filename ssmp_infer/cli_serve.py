@@ -8,19 +8,16 @@ import sys
 import threading
 import time
 
+from .cli_backend import add_backend_args, engine_options
 from .errors import InputError
 
 
 def add_parser(sub) -> None:
-    from .config import PRECISIONS
-
     p = sub.add_parser("serve", help="an HTTP API on Ray Serve: POST a .npy, get the trailer (dynamic batching)")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model); on a cluster, "
                    "a path every node can read")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (cuda: each replica reserves one GPU)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--onnx", default=None, help="onnxruntime: a directory written by `ssmp-infer export`")
+    add_backend_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--replicas", type=int, default=1, help="generator replicas, one Engine each (default 1)")
@@ -83,10 +80,8 @@ def cmd_serve(args) -> None:
         cpus = args.num_cpus or os.cpu_count() or 1
         if not args.device.startswith("cuda") and args.replicas > cpus:  # Serve would wait for them for ever
             raise InputError(f"--replicas {args.replicas} needs {args.replicas} CPUs (one per replica); this local Ray has {cpus}")
-    engine_options = {"model_dir": args.model, "device": args.device, "backend": args.backend,
-                      "precision": args.precision, "onnx_dir": args.onnx}
     gpus = 1 if args.device.startswith("cuda") else 0
-    serve_forever(args, engine_options, feature_dim, limits, {"num_cpus": 0 if gpus else 1, "num_gpus": gpus})
+    serve_forever(args, engine_options(args), feature_dim, limits, {"num_cpus": 0 if gpus else 1, "num_gpus": gpus})
 
 
 def serve_forever(args, engine_options: dict, feature_dim: int, limits, resources: dict) -> None:

@@ -79,11 +79,17 @@ class Engine:
         backend: str = "torch",
         precision: str = "fp32",
         onnx_dir: str | Path | None = None,
+        engine_dir: str | Path | None = None,
+        cuda_graphs: bool = False,
     ) -> "Engine":
         """Load a checkpoint directory (default: the bundled model) onto a device behind a backend.
 
-        backend "onnxruntime" runs the model's ONNX graphs from `onnx_dir` (checked to be this model's
-        export), or, without one, from an export cached by weights hash and made on first use.
+        backend "torch": eager PyTorch in `precision` fp32, bf16 or int8; `cuda_graphs` replays each
+        round's step as a captured CUDA graph (CUDA only).
+        backend "onnxruntime": the model's ONNX graphs, fp32 or int8, from `onnx_dir` (checked to be
+        this model's export in that precision), or, without one, from an export cached by weights hash
+        and made on first use.
+        backend "tensorrt": fp16 engines from `engine_dir`, or built into a cache on first use (CUDA).
         """
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
@@ -91,16 +97,26 @@ class Engine:
             raise InputError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
         if onnx_dir is not None and backend != "onnxruntime":
             raise InputError(f"an ONNX directory is read by the onnxruntime backend only, not by {backend!r}")
+        if engine_dir is not None and backend != "tensorrt":
+            raise InputError(f"a TensorRT engine directory is read by the tensorrt backend only, not by {backend!r}")
+        if cuda_graphs and backend != "torch":
+            raise InputError(f"CUDA graphs are a torch-backend option; the {backend} backend runs its own graphs")
         dev = resolve_device(device)
+        if cuda_graphs and dev.type != "cuda":
+            raise InputError(f"CUDA graphs need a CUDA device, and this engine runs on {dev}")
         model, _ = load_checkpoint(model_dir, dev)
         source = "bundled:default" if model_dir is None or Path(model_dir) == DEFAULT_MODEL_DIR else str(model_dir)
         if backend == "onnxruntime":
             from .backends.onnx_backend import OnnxRuntimeBackend
 
-            if precision != "fp32":
-                raise InputError(f"the onnxruntime backend runs fp32 graphs only, not {precision}")
-            return cls(model.cfg, OnnxRuntimeBackend.for_model(model, dev, onnx_dir), source)
-        return cls(model.cfg, TorchBackend(model, dev, precision=precision), source)
+            return cls(model.cfg, OnnxRuntimeBackend.for_model(model, dev, onnx_dir, precision), source)
+        if backend == "tensorrt":
+            from .backends.tensorrt_backend import TensorRTBackend
+
+            if precision != "fp32":  # fp32 is the default, i.e. not asked for: the engines are fp16
+                raise InputError(f"the tensorrt backend runs fp16 engines; --precision {precision} does not apply")
+            return cls(model.cfg, TensorRTBackend.for_model(model, dev, engine_dir), source)
+        return cls(model.cfg, TorchBackend(model, dev, precision=precision, cuda_graphs=cuda_graphs), source)
 
     @property
     def feature_dim(self) -> int:

@@ -15,7 +15,6 @@ from ssmp_infer.checkpoint import save_checkpoint
 from ssmp_infer.config import ModelConfig
 from ssmp_infer.data import default_trailer_length
 from ssmp_infer.model import SSMPEncoder
-from ssmp_infer.synth import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "movie.npy"

@@ -141,3 +141,54 @@ def test_engine_buckets_give_each_movie_its_own_trailer():
     for trailer, f in zip(batched, feats):
         alone = engine.generate(f, None, config)
         assert trailer.shots == alone.shots and trailer.num_movie_shots == f.shape[0]
+
+
+def test_cuda_graphs_are_refused_off_cuda_in_one_sentence():
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        TorchBackend(tiny_model(), "cpu", cuda_graphs=True)
+    from ssmp_infer.errors import InputError
+
+    with pytest.raises(InputError, match="need a CUDA device, and this engine runs on cpu"):
+        Engine.load(device="cpu", cuda_graphs=True)
+    with pytest.raises(InputError, match="torch-backend option"):
+        Engine.load(device="cpu", backend="onnxruntime", cuda_graphs=True)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+
+
+class CapturingBackend(TorchBackend):
+    """The CUDA-graph torch backend, counting captures and replays."""
+
+    def __init__(self, model):
+        super().__init__(model, "cuda", cuda_graphs=True)
+        self.captures = 0
+        self.steps = 0
+        original = model.step
+
+        def counted(*args, **kwargs):
+            if torch.cuda.is_current_stream_capturing():
+                self.captures += 1
+            return original(*args, **kwargs)
+
+        model.step = counted
+
+    def step(self, state, slots, slot_masked, slot_valid):
+        self.steps += 1
+        return super().step(state, slots, slot_masked, slot_valid)
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_graph_replays_give_the_eager_trailers_and_capture_once_per_batch(mode):
+    feats, lengths = movies([40, 23, 31], seed=1), [9, 2, 12]  # the 2-slot movie leaves early: a new batch
+    config = DecodeConfig(mode=mode, seed=3)
+    eager = TorchBackend(tiny_model(shot_prior=True), "cuda")
+    graphed = CapturingBackend(tiny_model(shot_prior=True))
+    movie, valid = pad_batch(feats)
+    run = lambda b: generate(b, movie.cuda(), valid.cuda(), torch.tensor(lengths), config, b.model.cfg.temperature)  # noqa: E731
+    want, got = run(eager), run(graphed)
+    assert torch.equal(got.shots, want.shots) and torch.equal(got.rounds, want.rounds)
+    assert_close(got.confidence, want.confidence, atol=1e-5, rtol=1e-4)
+    # one capture per batch composition (movies leave at most twice here), every other step a replay
+    assert 1 <= graphed.captures <= 3 < graphed.steps

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from ..config import PRECISIONS
 from ..model import SSMPEncoder
 from .base import MovieState, default_refresh_every
-
-
+from .cuda_graphs import capture_step
 
 class TorchBackend:
     """Eager PyTorch: the reference every other backend is compared with.
@@ -16,14 +15,22 @@ class TorchBackend:
     LayerNorms and the output in float32); "int8" (CPU only) quantises the weights of every linear
     layer to int8 and their inputs on the fly (dynamic quantisation; attention stays float32).
     Scoring and locking always stay in float32.
+
+    `cuda_graphs` (CUDA only): each state's cached step is captured once as a CUDA graph and replayed
+    every later round (cuda_graphs.py); the same arithmetic, without a Python launch per kernel.
     """
 
     name = "torch"
 
-    def __init__(self, model: SSMPEncoder, device: torch.device | str = "cpu", precision: str = "fp32"):
+    def __init__(
+        self, model: SSMPEncoder, device: torch.device | str = "cpu", precision: str = "fp32", cuda_graphs: bool = False
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = torch.device(device)
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, not {self.device}")
+        self.cuda_graphs = cuda_graphs
         self.model = model.to(self.device).eval()
         self.precision = precision
         if precision == "int8":
@@ -32,7 +39,11 @@ class TorchBackend:
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        # autocast's cache of cast weights must be off while a graph is captured (its casts would be
+        # recorded once and their outputs freed after the capture)
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16", cache_enabled=not self.cuda_graphs
+        )
 
     @torch.inference_mode()
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
@@ -52,10 +63,19 @@ class TorchBackend:
                 pred, cache = self.model.forward_with_states(state.movie_unit, state.movie_valid, slots, slot_masked, slot_valid)
                 state.cache = cache if state.refresh_every != 1 else None
                 state.shot_prior = cache.shot_prior
+            elif self.cuda_graphs:
+                pred = self._replay_step(state, slots, slot_masked, slot_valid)
             else:
                 pred = self.model.step(state.cache, slots, slot_masked, slot_valid)
         state.steps += 1
         return pred.float()
+
+    def _replay_step(self, state: MovieState, *inputs: torch.Tensor) -> torch.Tensor:
+        """The cached step through this state's CUDA graph, captured on its first use."""
+        graph = state.step_graph
+        if graph is None or not graph.matches(state.cache, *inputs):
+            graph = state.step_graph = capture_step(self.model.step, state.cache, self.device, *inputs)
+        return graph.replay(*inputs)
 
     @torch.inference_mode()
     def encode(self, movie, movie_valid, slots, slot_masked, slot_valid):

@@ -114,6 +114,7 @@ def looks_like_address(text: str) -> bool:
 def ray_generate(args):
     """`generate(items)` for the CLI's run_many: the run's options, checked here before Ray starts."""
     from ..cli import decode_config
+    from ..cli_backend import engine_options
     from . import require_ray
 
     require_ray("run --ray")
@@ -125,11 +126,10 @@ def ray_generate(args):
         from ..engine import resolve_device
 
         resolve_device(args.device)  # a bad device is one sentence here, not a failed actor later
-    engine_options = {"model_dir": args.model, "device": args.device, "backend": args.backend,
-                      "precision": args.precision, "onnx_dir": args.onnx}
+    options = engine_options(args)
     gpus = 1 if args.device.startswith("cuda") else 0
 
     def generate(items) -> Iterator[MovieResult]:
-        return ray_results(args.features, address, engine_options, args.length, decode, args.batch_size, len(items), gpus)
+        return ray_results(args.features, address, options, args.length, decode, args.batch_size, len(items), gpus)
 
     return generate

@@ -1,0 +1,58 @@
+"""A round's encoder step captured once as a CUDA graph and replayed every later round.
+
+On a GPU a cached step is ~50 small kernels (4 layers × attention, MLP, LayerNorms) over J slot rows:
+launching them from Python costs more than running them. Replaying a captured graph launches them all
+at once. Everything a step reads must then live at fixed addresses: the movie's cached keys and values
+already do (they belong to one `MovieState`), and the slot inputs are copied into static tensors before
+each replay. So a graph belongs to one state and one batch shape: a batch whose finished movies leave
+(`MovieState.select`) gets a new state, and that state captures its own graph on its first step. The
+graph lives on the state, not the backend: two batches can be stepped in any interleaving.
+
+Never run: no machine these sessions used had a GPU (tests/test_runtime.py's CUDA-graph tests skip
+here). Written against torch's documented `torch.cuda.CUDAGraph` / `torch.cuda.graph` API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+# Steps run eagerly on a side stream before capture: the first runs allocate their workspace, pick
+# cuBLAS/SDPA kernels and initialise handles, none of which may happen inside a capture.
+WARMUP_STEPS = 2
+
+
+@dataclass
+class StepGraph:
+    graph: torch.cuda.CUDAGraph
+    inputs: tuple[torch.Tensor, ...]  # static copies of (slots, slot_masked, slot_valid)
+    output: torch.Tensor  # the predicted slot features, rewritten by every replay
+    cache: object  # the MovieState cache the graph reads (identity-checked before each replay)
+
+    def matches(self, cache, *inputs: torch.Tensor) -> bool:
+        return cache is self.cache and all(
+            a.shape == b.shape and a.dtype == b.dtype for a, b in zip(inputs, self.inputs)
+        )
+
+    def replay(self, *inputs: torch.Tensor) -> torch.Tensor:
+        for static, new in zip(self.inputs, inputs):
+            static.copy_(new)
+        self.graph.replay()
+        return self.output.clone()  # the next replay overwrites `output`; the decoder may hold this one
+
+
+def capture_step(step: Callable[..., torch.Tensor], cache, device: torch.device, *inputs: torch.Tensor) -> StepGraph:
+    """Warm `step(cache, *inputs)` up on a side stream, then capture it into a graph on static inputs."""
+    static = tuple(t.clone() for t in inputs)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(WARMUP_STEPS):
+            step(cache, *static)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = step(cache, *static)
+    return StepGraph(graph, static, output, cache)
