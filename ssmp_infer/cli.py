@@ -233,6 +233,7 @@ def cmd_eval(args) -> None:
     if args.model is not None and args.method == "random":
         raise InputError("give either --model or --method random, not both")
     if args.method == "random":
+        refuse_ssmp_options(args, DECODE_ONLY_OPTIONS)
         feature_dim, method = None, "random"
         rng = np.random.default_rng(args.seed)
     elif args.method != "ssmp":

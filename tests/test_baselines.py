@@ -112,6 +112,8 @@ def test_ssmp_only_options_are_refused_not_ignored(tiny_data, trained, tmp_path)
     assert proc.returncode == 2 and "--mode" in proc.stderr
     proc = cli("eval", "--method", "select-rank", "--data", str(tiny_data), check=False)
     assert proc.returncode == 2 and "--model" in proc.stderr
+    proc = cli("eval", "--method", "random", "--data", str(tiny_data), "--backend", "onnxruntime", check=False)
+    assert proc.returncode == 2 and "--backend: it applies to SSMP only, not to --method random" in proc.stderr
 
 
 def test_time_budget_stops_a_baseline_and_it_still_saves(tiny_data, tmp_path):
