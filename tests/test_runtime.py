@@ -192,3 +192,30 @@ def test_cuda_graph_replays_give_the_eager_trailers_and_capture_once_per_batch(m
     assert_close(got.confidence, want.confidence, atol=1e-5, rtol=1e-4)
     # one capture per batch composition (movies leave at most twice here), every other step a replay
     assert 1 <= graphed.captures <= 3 < graphed.steps
+
+
+def test_states_with_slot_room_step_exactly_as_concatenation_does():
+    """The buffers a step writes its slots' keys and values into give the same bits as concatenating a
+    fresh copy each round, round after round, after movies leave, and for another slot count."""
+    import torch.nn.functional as F
+
+    model = tiny_model(shot_prior=True).eval()
+    feats = movies([40, 23, 31], seed=8)
+    movie, valid = pad_batch(feats)
+    J = 9
+    g = torch.Generator().manual_seed(0)
+    slots = F.normalize(torch.randn(3, J, D, generator=g), dim=-1)
+    slot_valid = torch.arange(J)[None] < torch.tensor([9, 5, 7])[:, None]
+    with torch.inference_mode():
+        plain = model.prepare(F.normalize(movie, dim=-1), valid)
+        roomy = plain.with_slot_room(J)
+        assert roomy.slot_room == J and roomy.keys[0].shape[2] == 40 + J
+        for round_ in range(3):  # the room is rewritten every round: nothing of the last one may stay
+            masked = torch.rand(3, J, generator=g) < 0.5
+            assert torch.equal(model.step(roomy, slots, masked, slot_valid), model.step(plain, slots, masked, slot_valid))
+        rows = torch.tensor([2, 0])
+        assert torch.equal(model.step(roomy.select(rows), slots[rows], masked[rows], slot_valid[rows]),
+                           model.step(plain.select(rows), slots[rows], masked[rows], slot_valid[rows]))
+        fewer = slice(0, J - 2)  # another slot count than the room's: the movie's rows, concatenated
+        assert torch.equal(model.step(roomy, slots[:, fewer], masked[:, fewer], slot_valid[:, fewer]),
+                           model.step(plain, slots[:, fewer], masked[:, fewer], slot_valid[:, fewer]))

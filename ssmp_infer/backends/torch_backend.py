@@ -63,10 +63,13 @@ class TorchBackend:
                 pred, cache = self.model.forward_with_states(state.movie_unit, state.movie_valid, slots, slot_masked, slot_valid)
                 state.cache = cache if state.refresh_every != 1 else None
                 state.shot_prior = cache.shot_prior
-            elif self.cuda_graphs:
-                pred = self._replay_step(state, slots, slot_masked, slot_valid)
             else:
-                pred = self.model.step(state.cache, slots, slot_masked, slot_valid)
+                if state.cache.slot_room != slots.shape[1]:  # once per state: the slots' rows get a place
+                    state.cache = state.cache.with_slot_room(slots.shape[1])
+                if self.cuda_graphs:
+                    pred = self._replay_step(state, slots, slot_masked, slot_valid)
+                else:
+                    pred = self.model.step(state.cache, slots, slot_masked, slot_valid)
         state.steps += 1
         return pred.float()
 
