@@ -86,7 +86,7 @@ def select_remask_triton(
     mode: str,
     need: torch.Tensor | None = None,  # (B,) topk: slots to lock per movie (<= 0: none)
     seed: int | torch.Tensor = 0,  # paper: one seed, or (B,) int64 per movie (on the device: no copy per round)
-    round_index: int = 1,
+    round_index: int | torch.Tensor = 1,  # paper: 1-based; a 0-d int64 device tensor lets a captured round replay
 ) -> None:
     """One launch, one program per movie. Reads nothing back to the host: no sync, fixed shapes."""
     if mode not in MODES:
@@ -116,13 +116,18 @@ def select_remask_triton(
         seed = torch.full((B,), seed, dtype=torch.int64, device=shots.device)
     if mode == "paper" and (seed.shape != (B,) or seed.dtype != torch.int64):
         raise ValueError(f"seed must be an int or a (B,) = {(B,)} int64 tensor, got {tuple(seed.shape)} {seed.dtype}")
+    if mode == "paper" and not isinstance(round_index, torch.Tensor):
+        round_index = torch.full((), round_index, dtype=torch.int64, device=shots.device)  # a fill: no host copy, no sync
+    if mode == "paper" and (round_index.numel() != 1 or round_index.dtype != torch.int64):
+        raise ValueError(f"round_index must be an int or a one-element int64 tensor, got {round_index!r}")
     block_j = max(16, triton.next_power_of_2(J))
     _select_remask_kernel[(B,)](
         c.cand_idx, c.cand_logit, c.lse,
         shots, confidence, locked.view(torch.uint8), used.view(torch.uint8),
         q if q is not None else dummy, need.contiguous() if need is not None else dummy, slots,
         c.pred, c.movie_unit, _bytes(c.movie_valid), c.shot_prior if c.shot_prior is not None else dummy,
-        seed.contiguous() if mode == "paper" else dummy, J, I, D, c.temperature, round_index,
+        seed.contiguous() if mode == "paper" else dummy, round_index if mode == "paper" else dummy,
+        J, I, D, c.temperature,
         PAPER=mode == "paper", HAS_PRIOR=c.shot_prior is not None, TOP=TOP,
         BLOCK_J=block_j, BLOCK_I=512 if slots.device.type == "cpu" else 64,
         BLOCK_D=max(16, min(256 if slots.device.type == "cpu" else 64, triton.next_power_of_2(D))),
@@ -173,12 +178,12 @@ if HAS_TRITON:
                 top_v, top_i = _merge_topk(top_v, top_i, x[None, :], ri[None, :], TOP)
         return top_v, top_i
 
-    @triton.jit(do_not_specialize=["round_index"])
+    @triton.jit
     def _select_remask_kernel(
         cand_idx_ptr, cand_logit_ptr, lse_ptr,
         shots_ptr, conf_ptr, locked_ptr, used_ptr, q_ptr, need_ptr, slots_ptr,
-        pred_ptr, movie_ptr, valid_ptr, prior_ptr, seed_ptr,
-        J, I, D, temperature, round_index,
+        pred_ptr, movie_ptr, valid_ptr, prior_ptr, seed_ptr, round_ptr,
+        J, I, D, temperature,
         PAPER: tl.constexpr, HAS_PRIOR: tl.constexpr, TOP: tl.constexpr,
         BLOCK_J: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr,
     ):
@@ -205,7 +210,8 @@ if HAS_TRITON:
             q = tl.where(open_, tl.minimum(q + prob, 1.0), q)
             tl.store(q_ptr + row, q, mask=jmask)
             seed_lo = tl.load(seed_ptr + b).to(tl.uint32)  # int64 -> uint32 keeps the low bits: `seed & 0xFFFFFFFF`
-            x = _hash32(_hash32(seed_lo) ^ round_index.to(tl.uint32))
+            # the round is read from device memory, not passed by value: a captured round stays right on replay
+            x = _hash32(_hash32(seed_lo) ^ tl.load(round_ptr).to(tl.uint32))
             x = _hash32(x ^ rj.to(tl.uint32))
             u = tl.minimum((x.to(tl.float64) / 4294967296.0).to(tl.float32), 1.0 - 2.0**-24)
             wants = open_ & (u < q) & (best >= 0)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from .backends import Backend
+from .backends.cuda_graphs import ReplayedRound
 from .config import DecodeConfig
 from .data import slot_inputs
 from .errors import InputError
@@ -242,11 +243,25 @@ def generate(
         round_locks = locks_in_round.any(dim=1).tolist()
         # after its last locking round a movie is done: it leaves the batch (known on the host, no sync)
         last_round = (locks_in_round * torch.arange(1, cap + 1)[:, None]).amax(dim=0)  # (B',), host
+    # The fused round reads its round number, its schedule and its step counts from the device, so that
+    # a captured round (ReplayedRound, CUDA graphs) replays right: per batch composition, the columns of
+    # the movies still in it.
+    round_dev = torch.zeros((), dtype=torch.int64, device=device)
+    if fused and schedule is not None:
+        counts_dev, locks_dev = counts.to(device), locks_in_round.to(device)
+        sched_now, locks_now = counts_dev, locks_dev
+    # Whole rounds as CUDA graphs: the backend's cached step (exact, never refreshed) and the fused kernels
+    # are all device work with fixed shapes until a movie leaves the batch.
+    replay = ReplayedRound(device) if (
+        fused and device.type == "cuda" and getattr(backend, "cuda_graphs", False) and movie_state.refresh_every == 0
+    ) else None
+    composition = 0  # changes whenever movies leave: a captured round is stale then
 
     def finish(done_host: torch.Tensor) -> None:
         """Write the results of rows `done_host` (bool over the batch, on the host) out and drop them from
         every state."""
         nonlocal movie_state, state, q, rounds, active, slot_valid, lengths, movie_valid, seeds, free
+        nonlocal composition, sched_now, locks_now
         rows, done = active[done_host].to(device), done_host.to(device)
         out.shots[rows] = torch.where(slot_valid[done], state.shots[done], -1)
         out.confidence[rows] = torch.where(slot_valid[done], state.confidence[done], 0.0)
@@ -258,6 +273,28 @@ def generate(
         q, rounds = q.index_select(0, keep), rounds.index_select(0, keep)
         slot_valid, lengths, movie_valid = slot_valid[keep], lengths[keep], movie_valid[keep]
         seeds, free = seeds[keep], free[keep]
+        composition += 1
+        if fused and schedule is not None:
+            active_dev = active.to(device)
+            sched_now, locks_now = counts_dev.index_select(1, active_dev), locks_dev.index_select(1, active_dev)
+
+    def fused_round():
+        """One round on the device alone: the step, the streamed scoring and the fused select + re-mask.
+        Every host value it needs (the round, the schedule) it reads from device tensors."""
+        open_ = ~state.locked
+        if schedule is not None:  # a movie's steps count the passes that can lock some of its slots
+            rounds.add_(locks_now.index_select(0, round_dev.view(1) - 1).squeeze(0))
+        else:
+            rounds.add_(open_.any(dim=1))
+        pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
+        c = score_candidates(pred, movie_state.movie_unit, movie_valid, state.used, temperature, movie_state.shot_prior)
+        if config.mode == "paper":
+            select_remask(c, state, q, slots, "paper", seed=seeds, round_index=round_dev)
+        else:  # pinned slots are locked from the start: the schedule counts the slots they leave open
+            scheduled = sched_now.index_select(0, round_dev.view(1)).squeeze(0)
+            need = scheduled - (state.locked & slot_valid).sum(dim=1) + (lengths - free)
+            select_remask(c, state, q, slots, "topk", need=need)
+        return c
 
     slots = None  # the fused round writes each newly locked slot's input row; rebuilt when movies leave
     for r in range(1, cap + 1):
@@ -275,22 +312,22 @@ def generate(
             if bool(done.any()):
                 finish(done)
                 open_ = ~state.locked
+        if fused:  # the same decisions as below (kernels/select_remask.py), state updated in place
+            if slots is None or slots.shape[0] != len(active):  # the fused round writes locked slots' rows
+                slots = slot_inputs(movie_state.movie_unit, state.shots)
+            round_dev.fill_(r)
+            last = config.mode == "paper" and r == cap
+            if replay is not None and not last:
+                replay(composition, fused_round)
+            else:
+                c = fused_round()
+                if last:  # out of rounds: fill what is left greedily from this round's predictions
+                    select_remask(c, state, q, slots, "topk", need=(~state.locked).sum(dim=1))
+            continue
         # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
         rounds += locks_in_round[r - 1, active].to(device) if schedule is not None else open_.any(dim=1)
-        if not fused or slots is None or slots.shape[0] != len(active):
-            slots = slot_inputs(movie_state.movie_unit, state.shots)
+        slots = slot_inputs(movie_state.movie_unit, state.shots)
         pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
-
-        if fused:  # the same decisions as below (kernels/select_remask.py), state updated in place
-            c = score_candidates(pred, movie_state.movie_unit, movie_valid, state.used, temperature, movie_state.shot_prior)
-            if config.mode == "paper":
-                select_remask(c, state, q, slots, "paper", seed=seeds, round_index=r)
-                if r == cap:
-                    select_remask(c, state, q, slots, "topk", need=(~state.locked).sum(dim=1))
-            else:
-                need = schedule(r, cap, free) - (state.locked & slot_valid).sum(dim=1) + (lengths - free)
-                select_remask(c, state, q, slots, "topk", need=need)
-            continue
         score = round_scorer(pred, movie_state.movie_unit, movie_valid, temperature, movie_state.shot_prior)
 
         if config.mode == "paper":

@@ -258,9 +258,11 @@ def test_one_free_shot_left(mode):
 
 
 @needs_kernels
-def test_paper_draws_are_the_decoders_hash_bit_for_bit():
+@pytest.mark.parametrize("round_on_device", [False, True])
+def test_paper_draws_are_the_decoders_hash_bit_for_bit(round_on_device):
     """Each slot's q is set one ulp above or exactly at its draw u = lock_draws(seed, round, j): the
-    slot locks iff u < q, so a draw off by one ulp anywhere fails."""
+    slot locks iff u < q, so a draw off by one ulp anywhere fails. The round is an int, or a device
+    tensor (what a captured round reads)."""
     from ssmp_infer.decode import lock_draws
 
     B, J, I, r = 3, 37, 64, 5
@@ -279,8 +281,11 @@ def test_paper_draws_are_the_decoders_hash_bit_for_bit():
     locked = torch.zeros(B, J, dtype=torch.bool, device=DEVICE)
     used = torch.zeros(B, I, dtype=torch.bool, device=DEVICE)
     slots = torch.zeros(B, J, D, device=DEVICE)
+    round_index = torch.tensor(r, dtype=torch.int64, device=DEVICE) if round_on_device else r
+    if round_on_device:  # the torch side reads a device round the same way
+        assert torch.equal(torch.stack([lock_draws(int(s), round_index, J, DEVICE) for s in seeds]), u)
     select_module.select_remask_triton(c, shots, torch.zeros(B, J, device=DEVICE), locked, used, q, slots,
-                                       mode="paper", seed=seeds, round_index=r)
+                                       mode="paper", seed=seeds, round_index=round_index)
     assert torch.equal(locked, above)
 
 
@@ -448,8 +453,8 @@ for paper in (True, False):
     pointers = {"cand_idx_ptr": "*i32", "cand_logit_ptr": "*fp32", "lse_ptr": "*fp32", "shots_ptr": "*i64",
                 "conf_ptr": "*fp32", "locked_ptr": "*u8", "used_ptr": "*u8", "q_ptr": "*fp32", "need_ptr": "*i64",
                 "slots_ptr": "*fp32", "pred_ptr": "*fp32", "movie_ptr": "*fp32", "valid_ptr": "*u8",
-                "prior_ptr": "*fp32", "seed_ptr": "*i64"}
-    scalars = {"J": "i32", "I": "i32", "D": "i32", "temperature": "fp32", "round_index": "i32"}
+                "prior_ptr": "*fp32", "seed_ptr": "*i64", "round_ptr": "*i64"}
+    scalars = {"J": "i32", "I": "i32", "D": "i32", "temperature": "fp32"}
     spills["select_" + ("paper" if paper else "topk")] = build(
         select._select_remask_kernel, pointers, scalars,
         {"PAPER": paper, "HAS_PRIOR": True, "TOP": score.TOP, "BLOCK_J": 128, "BLOCK_I": 64, "BLOCK_D": 64}, 8)

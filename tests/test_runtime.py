@@ -219,3 +219,19 @@ def test_states_with_slot_room_step_exactly_as_concatenation_does():
         fewer = slice(0, J - 2)  # another slot count than the room's: the movie's rows, concatenated
         assert torch.equal(model.step(roomy, slots[:, fewer], masked[:, fewer], slot_valid[:, fewer]),
                            model.step(plain, slots[:, fewer], masked[:, fewer], slot_valid[:, fewer]))
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", MODES)
+def test_whole_rounds_replayed_as_cuda_graphs_give_the_eager_trailers(mode):
+    """With the fused kernels the decoder captures whole rounds (decode's ReplayedRound): the trailers
+    of a batch whose movies leave at different rounds equal the eager ones."""
+    pytest.importorskip("triton", reason="the fused round needs triton")
+    movies_, lengths = movies([40, 23, 31], seed=1), [9, 2, 12]
+    config = DecodeConfig(mode=mode, seed=3, kernels="triton")
+    model = tiny_model(shot_prior=True)
+    eager = Engine(model.cfg, TorchBackend(model, "cuda"))
+    graphed = Engine(model.cfg, TorchBackend(tiny_model(shot_prior=True), "cuda", cuda_graphs=True))
+    for want, got in zip(eager.generate_batch(movies_, lengths, config), graphed.generate_batch(movies_, lengths, config)):
+        assert got.shots == want.shots and got.steps == want.steps
+        assert np.allclose(got.confidence, want.confidence, atol=1e-5)

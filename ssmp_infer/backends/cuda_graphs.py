@@ -1,4 +1,6 @@
-"""A round's encoder step captured once as a CUDA graph and replayed every later round.
+"""CUDA graphs for decoding: a round's encoder step (`capture_step`, any kernels), or, with the fused
+Triton kernels, the whole round (`ReplayedRound`: step, scoring, select + re-mask), captured once per
+batch composition and replayed every later round.
 
 On a GPU a cached step is ~50 small kernels (4 layers × attention, MLP, LayerNorms) over J slot rows:
 launching them from Python costs more than running them. Replaying a captured graph launches them all
@@ -56,3 +58,36 @@ def capture_step(step: Callable[..., torch.Tensor], cache, device: torch.device,
     with torch.cuda.graph(graph):
         output = step(cache, *static)
     return StepGraph(graph, static, output, cache)
+
+
+class ReplayedRound:
+    """A decoding round (a zero-argument function of device tensors only) as a CUDA graph.
+
+    The first call for a batch composition (`key`) runs the round eagerly on a side stream: that is the
+    round's real work and the graph's warm-up at once (workspaces, kernel choices, Triton compilation
+    happen outside any capture). The second call captures the round (recording runs nothing) and
+    replays it; every later call only replays. The round must read whatever changes between rounds
+    (the round number, the schedule) from device tensors that are filled before each call, and a new
+    `key` (movies left the batch, so every state tensor is new) starts over.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.key = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def __call__(self, key, round_fn: Callable[[], object]) -> None:
+        current = torch.cuda.current_stream(self.device)
+        if key != self.key:
+            self.key, self.graph = key, None
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                round_fn()
+            current.wait_stream(side)
+            return
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                round_fn()
+        self.graph.replay()

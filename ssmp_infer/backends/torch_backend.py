@@ -66,7 +66,8 @@ class TorchBackend:
             else:
                 if state.cache.slot_room != slots.shape[1]:  # once per state: the slots' rows get a place
                     state.cache = state.cache.with_slot_room(slots.shape[1])
-                if self.cuda_graphs:
+                # inside a captured round (decode's ReplayedRound) the step is part of that graph
+                if self.cuda_graphs and not torch.cuda.is_current_stream_capturing():
                     pred = self._replay_step(state, slots, slot_masked, slot_valid)
                 else:
                     pred = self.model.step(state.cache, slots, slot_masked, slot_valid)
