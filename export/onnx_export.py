@@ -186,13 +186,8 @@ def export_onnx(
     if precision not in ONNX_PRECISIONS:
         raise InputError(f"ONNX graphs are written in {' or '.join(ONNX_PRECISIONS)}, not {precision!r}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir} exists and is not a directory")
-    names = graph_names(model.cfg)
-    paths = {name: out_dir / f"{name}.onnx" for name in names}
-    for path in paths.values():  # check them all before writing any
-        if path.exists() and not force:
-            raise InputError(f"{path} already exists; pass --force to overwrite it")
+    paths = {name: out_dir / f"{name}.onnx" for name in graph_names(model.cfg)}
+    refuse_existing(out_dir, paths.values(), force)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).to("cpu").eval()  # the caller's model stays where and as it was
     metadata = {
@@ -234,6 +229,15 @@ def _quantize_int8(path: Path) -> None:
     finally:
         quant_log.setLevel(level)
     os.replace(quantised, path)
+
+
+def refuse_existing(out_dir: Path, paths, force: bool) -> None:
+    """Every output checked before any is written: an existing one is replaced only with `force`."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} exists and is not a directory")
+    for path in paths:
+        if path.exists() and not force:
+            raise InputError(f"{path} already exists; pass --force to overwrite it")
 
 
 def read_metadata(directory: str | Path) -> dict:
@@ -283,26 +287,33 @@ def cached_onnx_dir(model: SSMPEncoder, precision: str = "fp32") -> Path:
     onnx/<weights hash>-<config hash>[-int8].
 
     The config is part of the key because the same weights under another attention give other graphs.
-    Concurrent first uses each export into a private directory and the first rename wins.
     """
     config = json.dumps(model.cfg.to_dict(), sort_keys=True)
     key = f"{weights_sha256(model)[:24]}-{hashlib.sha256((FORMAT + config).encode()).hexdigest()[:8]}"
     if precision != "fp32":
         key += f"-{precision}"
-    target = cache_root() / "onnx" / key
+    return cache_entry(cache_root() / "onnx" / key, read_metadata,
+                       lambda tmp: export_onnx(model, tmp, force=True, precision=precision))
+
+
+def cache_entry(target: Path, check, build) -> Path:
+    """The cache directory `target`, if `check(target)` accepts it; else made now by `build(tmp)` in a
+    private directory beside it and renamed into place. A damaged or outdated entry is replaced.
+    Concurrent first uses each build their own and the first rename wins (the builds are the same;
+    the others' work is thrown away, never mixed in)."""
     if target.is_dir():
         try:
-            read_metadata(target)
+            check(target)
             return target
-        except InputError:  # a damaged or outdated entry: replace it
+        except InputError:
             shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        export_onnx(model, tmp, force=True, precision=precision)
+        build(tmp)
         try:
             os.rename(tmp, target)
-        except OSError:  # another process got there first; its export is the same
+        except OSError:  # another process got there first
             if not target.is_dir():
                 raise
     finally:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +32,9 @@ from ssmp_infer.atomic import write_atomic
 from ssmp_infer.config import ModelConfig
 from ssmp_infer.errors import InputError
 
-from .onnx_export import _require_onnx, cache_root, export_onnx, graph_names, weights_sha256
+from .onnx_export import (
+    _require_onnx, cache_entry, cache_root, export_onnx, graph_names, refuse_existing, weights_sha256,
+)
 
 # Opset 18 writes attention as MatMul/Softmax, which TensorRT's builder fuses into its own attention
 # kernels; opset 23's Attention op (what the ONNX Runtime files use) is not what this path is built on.
@@ -258,7 +258,7 @@ def export_fp16_onnx(model, out_dir: str | Path, force: bool = False) -> dict[st
     _require_onnx()
     out_dir = Path(out_dir)
     paths = {g: out_dir / f"{g}.fp16.onnx" for g in graph_names(model.cfg)}
-    _refuse_existing(out_dir, paths.values(), force)
+    refuse_existing(out_dir, paths.values(), force)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ssmp-fp32-") as tmp:
         fp32 = export_onnx(model, tmp, force=True, opset=TENSORRT_OPSET)
@@ -266,15 +266,6 @@ def export_fp16_onnx(model, out_dir: str | Path, force: bool = False) -> dict[st
             converted = fp16_graph(onnx.load_model(str(fp32[graph])))
             _write_atomic(path, converted.SerializeToString())
     return paths
-
-
-def _refuse_existing(out_dir: Path, paths, force: bool) -> None:
-    """Every output checked before any is written: an existing one is replaced only with `force`."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir} exists and is not a directory")
-    for path in paths:
-        if path.exists() and not force:
-            raise InputError(f"{path} already exists; pass --force to overwrite it")
 
 
 def _write_atomic(path: Path, data) -> None:
@@ -345,7 +336,7 @@ def build_engines(model, out_dir: str | Path, profiles: Profiles | None = None, 
     out_dir = Path(out_dir)
     paths = {g: out_dir / f"{g}.engine" for g in graph_names(model.cfg)}
     description = out_dir / ENGINES_JSON
-    _refuse_existing(out_dir, [*paths.values(), description], force)
+    refuse_existing(out_dir, [*paths.values(), description], force)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ssmp-fp16-") as tmp:
         graphs = export_fp16_onnx(model, tmp, force=True)
@@ -422,8 +413,7 @@ def read_engine_metadata(directory: str | Path) -> dict:
 
 def cached_engine_dir(model, device=None, profiles: Profiles | None = None, precision: str = "fp16") -> Path:
     """The engines of `model` for this GPU and TensorRT in the cache, built there now if not yet:
-    tensorrt/<engine_cache_key>. Concurrent first uses each build into a private directory and the
-    first rename wins (building takes minutes; the others' work is thrown away, never mixed in)."""
+    tensorrt/<engine_cache_key> (`onnx_export.cache_entry`: concurrent first uses never mix builds)."""
     from ssmp_infer.backends.tensorrt_backend import cuda_device, gpu_name, require_tensorrt, trt
 
     require_tensorrt()
@@ -432,22 +422,6 @@ def cached_engine_dir(model, device=None, profiles: Profiles | None = None, prec
     device = cuda_device(device)
     key = engine_cache_key(weights_sha256(model), gpu_name(device), trt.__version__, precision, profiles,
                            model.cfg.to_dict())
-    target = engine_cache_dir(key)
-    if target.is_dir():
-        try:
-            read_engine_metadata(target)
-            return target
-        except InputError:  # a damaged entry: replace it
-            shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
-    try:
-        build_engines(model, tmp, profiles=profiles, precision=precision, force=True, device=device)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process got there first; its engines are the same build
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cache_entry(engine_cache_dir(key), read_engine_metadata,
+                       lambda tmp: build_engines(model, tmp, profiles=profiles, precision=precision, force=True,
+                                                 device=device))

@@ -275,12 +275,8 @@ def check_npy_body(header: NpyHeader, body_size: int, source: str, feature_dim: 
         )
 
 
-def features_from_npy_bytes(data, source: str = "the .npy body", feature_dim: int | None = None) -> np.ndarray:
-    """A whole .npy file held in memory (bytes, bytearray, memoryview) -> validated (I, D) float32.
-
-    The header is checked against the body's length before anything is allocated; the array is then a
-    view of `data` (no copy) until validation makes the float32 result.
-    """
+def npy_header_of_bytes(data, source: str) -> NpyHeader:
+    """The header of a whole .npy file held in memory (bytes, bytearray, memoryview), read in place."""
     view = memoryview(data).cast("B")
     pos = 0
 
@@ -290,7 +286,17 @@ def features_from_npy_bytes(data, source: str = "the .npy body", feature_dim: in
         pos += len(chunk)
         return chunk
 
-    header = npy_header(read, source)
+    return npy_header(read, source)
+
+
+def features_from_npy_bytes(data, source: str = "the .npy body", feature_dim: int | None = None) -> np.ndarray:
+    """A whole .npy file held in memory (bytes, bytearray, memoryview) -> validated (I, D) float32.
+
+    The header is checked against the body's length before anything is allocated; the array is then a
+    view of `data` (no copy) until validation makes the float32 result.
+    """
+    view = memoryview(data).cast("B")
+    header = npy_header_of_bytes(view, source)
     check_npy_body(header, len(view) - header.offset, source, feature_dim)
     array = np.frombuffer(view, dtype=header.dtype, count=math.prod(header.shape), offset=header.offset)
     array = array.reshape(header.shape, order="F" if header.fortran_order else "C")

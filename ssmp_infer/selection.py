@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import numpy as np
 import torch
@@ -30,6 +31,27 @@ VALIDATION_RATIOS = (1.0, 0.5)
 # of the run's time validation may take (on big movies and a short budget it skips points).
 VALIDATION_POINTS = 24
 VALIDATION_TIME_SHARE = 0.05
+
+
+class ValidationSchedule:
+    """When a training loop scores its held-out movies: at VALIDATION_POINTS evenly spaced points of
+    training progress, skipping points while validation has taken more than VALIDATION_TIME_SHARE of
+    the run's time. SSMP's trainer and the baselines' share it."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled  # no held-out movies: never
+        self.next_point = 1  # in VALIDATION_POINTS-ths of training progress
+        self.spent_s = 0.0
+
+    def after_step(self, step: int, plan, validate) -> None:
+        """Call `validate(step)` if this step reached the next point and the time share allows."""
+        due = self.enabled and plan.progress(step) >= self.next_point / VALIDATION_POINTS and not plan.done(step)
+        if not due or self.spent_s > VALIDATION_TIME_SHARE * plan.elapsed():
+            return
+        start = time.monotonic()
+        validate(step)
+        self.spent_s += time.monotonic() - start
+        self.next_point = int(plan.progress(step) * VALIDATION_POINTS) + 1
 
 
 def split_validation(examples: list[Example], fraction: float, rng: np.random.Generator):

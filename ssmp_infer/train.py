@@ -37,7 +37,7 @@ from .config import ModelConfig, TrainConfig
 from .data import Example, load_split, pad_batch, pad_targets, slot_inputs
 from .errors import InputError
 from .model import SSMPEncoder, num_parameters, score_logits
-from .selection import VALIDATION_POINTS, VALIDATION_TIME_SHARE, BestWeights, split_validation, validation_scores
+from .selection import BestWeights, ValidationSchedule, split_validation, validation_scores
 
 # Steps timed before a time budget is turned into a planned step count (the first steps are skipped:
 # they pay for allocator warm-up).
@@ -290,14 +290,10 @@ def train(
         flush=True,
     )
     best = BestWeights()
-    next_point = 1  # the next validation point, in VALIDATION_POINTS-ths of training progress
-    validation_s = 0.0  # time spent validating: held under VALIDATION_TIME_SHARE of the run
+    schedule = ValidationSchedule(enabled=bool(held_out))
 
     def validate(step: int) -> None:
-        nonlocal validation_s
-        start = time.monotonic()
         scores = validation_scores(model, held_out, cfg.seed)
-        validation_s += time.monotonic() - start
         kept = best.offer(model, step, scores)
         print(
             f"validation at step {step}: first-round F1 {scores['f1']:.3f}  loss {scores['loss']:.3f}"
@@ -343,10 +339,7 @@ def train(
                 file=log,
                 flush=True,
             )
-        due = held_out and plan.progress(step) >= next_point / VALIDATION_POINTS and not plan.done(step)
-        if due and validation_s <= VALIDATION_TIME_SHARE * plan.elapsed():
-            validate(step)
-            next_point = int(plan.progress(step) * VALIDATION_POINTS) + 1
+        schedule.after_step(step, plan, validate)
         now = time.monotonic()
         if now - last_log >= log_every_s or plan.done(step):
             last_log = now

@@ -123,7 +123,7 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
     from ..data import load_split
     from ..engine import resolve_device
     from ..model import num_parameters
-    from ..selection import VALIDATION_POINTS, VALIDATION_TIME_SHARE, BestWeights, split_validation
+    from ..selection import BestWeights, ValidationSchedule, split_validation
     from ..train import StepPlan, end_training, lr_at, make_optimizer, to_device, training_provenance
 
     out_dir = Path(out_dir)
@@ -146,13 +146,10 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
         flush=True,
     )
     best = BestWeights()
-    next_point, validation_s = 1, 0.0
+    schedule = ValidationSchedule(enabled=bool(held_out))
 
     def validate(step: int) -> None:
-        nonlocal validation_s
-        start = time.monotonic()
         scores = {"loss": held_out_loss(model, held_out)}
-        validation_s += time.monotonic() - start
         kept = best.offer(model, step, scores)
         print(f"validation at step {step}: loss {scores['loss']:.4f}" + ("  (best so far)" if kept else ""),
               file=log, flush=True)
@@ -177,10 +174,7 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
         replanned = plan.after_step(step)
         if replanned is not None:
             print(f"planned {replanned} steps to fit --max-minutes {cfg.max_minutes:g}", file=log, flush=True)
-        due = held_out and plan.progress(step) >= next_point / VALIDATION_POINTS and not plan.done(step)
-        if due and validation_s <= VALIDATION_TIME_SHARE * plan.elapsed():
-            validate(step)
-            next_point = int(plan.progress(step) * VALIDATION_POINTS) + 1
+        schedule.after_step(step, plan, validate)
         now = time.monotonic()
         if now - last_log >= log_every_s or plan.done(step):
             last_log = now

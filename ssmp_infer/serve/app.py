@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..errors import InputError
-from ..inputs import dumps_json, features_from_npy_bytes, npy_header
+from ..inputs import dumps_json, features_from_npy_bytes, npy_header_of_bytes
 from . import limits as lim
 from .batching import Job, run_jobs
 from .metrics import Metrics
@@ -136,15 +136,7 @@ class Frontend:
         from ..controls import EditorControls, parse_bans, parse_pins
 
         source = "the request body"
-        pos = 0
-
-        def read(n: int) -> bytes:
-            nonlocal pos
-            chunk = bytes(body[pos : pos + n])
-            pos += len(chunk)
-            return chunk
-
-        header = npy_header(read, source)  # the shot cap, from the header, before the array is checked
+        header = npy_header_of_bytes(body, source)  # the shot cap, from the header, before the array is checked
         if len(header.shape) == 2:
             lim.check_shots(header.shape[0], self.limits)
         features = features_from_npy_bytes(body, source, self.feature_dim)
