@@ -68,20 +68,41 @@ def score_slots(pred, movie_unit, movie_valid, used, temperature, shot_prior=Non
     return score_slots_ref(pred, movie_unit, movie_valid, used, temperature, shot_prior)
 
 
-def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None):
+def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, rows=None):
     """`used -> (best, prob)` for one round's predictions: `score_slots` with `used` left open.
 
     A round scores its slots once, then again each time a conflict takes a shot away (topk locks the
     most confident claims and re-scores the losers). Only `used` changes between those calls, so the
     J×I logits and their log-sum-exp are computed once and each re-score is a masked argmax: with a
     shot prior every slot favours the same few shots, and conflicts come by the dozen per round.
+
+    `rows` (B, J) bool, on the CPU only: the slots whose scores the round can use (the open ones; a
+    locked slot's claim is never read). Only those rows are scored, packed to the batch's largest
+    count: a topk trailer's rounds average about two thirds of the slots open, and the J×I×D
+    product is the largest cost of a round after the encoder step. The other rows come back as
+    shot 0 with probability 0. On an accelerator the packing would need a host sync: every row is
+    scored there, and the same rows are cleared.
     """
-    logits = unit_score_logits(pred, movie_unit, movie_valid, temperature, shot_prior)  # (B, J, I)
-    lse = torch.logsumexp(logits, dim=-1)  # (B, J)
+    pick = None
+    if rows is not None and pred.device.type == "cpu":
+        width = int(rows.sum(dim=1).max())
+        if width < pred.shape[1]:
+            # the open slots first (stable: slot order), cut to the widest movie's count
+            pick = torch.argsort((~rows).to(torch.int8), dim=1, stable=True)[:, :width]  # (B, width)
+            pred = pred.gather(1, pick[..., None].expand(-1, -1, pred.shape[2]))
+    logits = unit_score_logits(pred, movie_unit, movie_valid, temperature, shot_prior)  # (B, J or width, I)
+    lse = torch.logsumexp(logits, dim=-1)
 
     def score(used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         best_score, best = logits.masked_fill(used[:, None, :], float("-inf")).max(dim=-1)
-        return best, torch.exp(best_score - lse)
+        prob = torch.exp(best_score - lse)
+        if rows is None:
+            return best, prob
+        if pick is not None:  # back to slot order; a movie with fewer open slots than the widest
+            # one filled its pack with locked slots, which the mask below clears
+            best = torch.zeros(rows.shape, dtype=best.dtype).scatter_(1, pick, best)
+            prob = torch.zeros(rows.shape, dtype=prob.dtype).scatter_(1, pick, prob)
+        return best.masked_fill(~rows, 0), prob.masked_fill(~rows, 0.0)
 
     return score
 

@@ -150,6 +150,21 @@ def test_rows_of_extreme_scale_give_the_trailer_of_unit_rows(dtype, big, small):
     np.testing.assert_allclose(unit_rows(feats), unit, atol=1e-6)
 
 
+def test_float32_rows_scale_to_the_bits_of_the_float64_route():
+    """float32 input is scaled in float32 (no float64 copy): the same bits as scaling it in float64 and
+    casting, down to rows whose small entries end up subnormal or zero."""
+    x = movies([12], seed=6)[0].astype(np.float32)
+    x[1] *= np.float32(3e38) / np.abs(x[1]).max()
+    x[2] *= np.float32(1e-38)
+    x[3, :5] = [1e30, 1e-30, -1e-40, 1e-45, 0.0]
+    x[4] = np.float32(1e-42)
+    got = validate_features(x, "movie")
+    _, exponent = np.frexp(np.abs(x).max(axis=1).astype(np.float64))
+    want = np.ldexp(x.astype(np.float64), -exponent[:, None]).astype(np.float32)
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert np.all(np.abs(got).max(axis=1) >= 0.5) and np.all(np.abs(got).max(axis=1) < 1)
+
+
 def test_an_all_zero_row_is_still_refused():
     x = movies([10])[0]
     x[4] = 0

@@ -121,6 +121,33 @@ def test_score_slots_matches_the_definition(J, I, dtype, prior):
     assert torch.isneginf(c.cand_logit[..., :k][~exists]).all() and torch.isneginf(c.cand_logit[..., k:]).all()
 
 
+@pytest.mark.parametrize("prior", [False, True])
+def test_round_scorer_scores_only_the_rows_asked_for(prior):
+    """With `rows`, the CPU scorer packs each movie's open slots to the batch's widest count: those rows
+    equal the unpacked scores bit for bit through two re-scores, the others come back as (0, 0)."""
+    B, J, I, Dm = 3, 9, 40, 16
+    g = torch.Generator().manual_seed(5)
+    pred = torch.randn(B, J, Dm, generator=g)
+    movie = F.normalize(torch.randn(B, I, Dm, generator=g), dim=-1)
+    valid = torch.ones(B, I, dtype=torch.bool)
+    valid[2, 30:] = False
+    shot_prior = torch.randn(B, I, generator=g).masked_fill(~valid, float("-inf")) if prior else None
+    rows = torch.rand(B, J, generator=g) < 0.5
+    rows[0] = False
+    rows[0, [1, 7]] = True  # movie 0: two open slots, not the first
+    rows[1] = True
+    rows[1, 4] = False  # movie 1: the widest, all open but one, so the pack is J - 1 wide
+    rows[2, :3] = False
+    full = round_scorer(pred, movie, valid, TAU, shot_prior)
+    packed = round_scorer(pred, movie, valid, TAU, shot_prior, rows=rows)
+    used = torch.zeros(B, I, dtype=torch.bool)
+    for _ in range(3):
+        (best, prob), (pbest, pprob) = full(used), packed(used)
+        assert torch.equal(pbest[rows], best[rows]) and torch.equal(pprob[rows], prob[rows])
+        assert torch.equal(pbest[~rows], torch.zeros_like(pbest[~rows])) and not pprob[~rows].any()
+        used |= F.one_hot(best[:, 1], I).bool() | F.one_hot(best[:, 7], I).bool()
+
+
 @needs_kernels
 def test_score_ties_go_to_the_lowest_shot_across_tiles():
     """Identical shots give exactly equal logits; they lie in different tiles of the stream (64 shots a
