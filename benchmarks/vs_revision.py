@@ -84,8 +84,9 @@ def main() -> None:
     args = p.parse_args()
 
     sys.path.insert(0, str(REPO))
-    from ssmp_infer.bench import machine
     import torch
+
+    from ssmp_infer.bench import machine
 
     result = {"benchmark": "vs_revision", "rev": args.rev, "machine": machine(torch.device("cpu")),
               "shapes": {"shots": args.shots}, "modes": {}}
