@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,12 +68,6 @@ def run_side(pythonpath: str | None, mode: str, shots: int, repeats: int, seed: 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rev", default="14e8ee1", help="the older revision (default: the foundation, before the runtime)")
@@ -101,8 +96,8 @@ def main() -> None:
             row = {}
             for name, runs in sides.items():
                 times = [t for run in runs for t in run["times_ms"]]
-                row[name] = {"median_ms": median(times), "min_ms": min(times), "max_ms": max(times), "trailers": len(times),
-                             "rounds": median([x for run in runs for x in run["rounds"]]), "slots": runs[0]["slots"],
+                row[name] = {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "trailers": len(times),
+                             "rounds": statistics.median([x for run in runs for x in run["rounds"]]), "slots": runs[0]["slots"],
                              "package": runs[0]["package"]}
             row["speedup"] = row["old"]["median_ms"] / row["new"]["median_ms"]
             result["modes"][mode] = row
