@@ -68,7 +68,7 @@ def score_slots(pred, movie_unit, movie_valid, used, temperature, shot_prior=Non
     return score_slots_ref(pred, movie_unit, movie_valid, used, temperature, shot_prior)
 
 
-def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, rows=None):
+def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, rows=None, basis=None, movie_coords=None):
     """`used -> (best, prob)` for one round's predictions: `score_slots` with `used` left open.
 
     A round scores its slots once, then again each time a conflict takes a shot away (topk locks the
@@ -82,6 +82,9 @@ def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, ro
     product is the largest cost of a round after the encoder step. The other rows come back as
     shot 0 with probability 0. On an accelerator the packing would need a host sync: every row is
     scored there, and the same rows are cleared.
+
+    `basis` (D, r) and `movie_coords` (B, I, r), from a backend that spans its predictions
+    (`MovieState.output_basis`): the product runs over r instead of D (`unit_score_logits`).
     """
     pick = None
     if rows is not None and pred.device.type == "cpu":
@@ -90,7 +93,9 @@ def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, ro
             # the open slots first (stable: slot order), cut to the widest movie's count
             pick = torch.argsort((~rows).to(torch.int8), dim=1, stable=True)[:, :width]  # (B, width)
             pred = pred.gather(1, pick[..., None].expand(-1, -1, pred.shape[2]))
-    logits = unit_score_logits(pred, movie_unit, movie_valid, temperature, shot_prior)  # (B, J or width, I)
+    if basis is not None:
+        movie_unit = movie_coords
+    logits = unit_score_logits(pred, movie_unit, movie_valid, temperature, shot_prior, basis)  # (B, J or width, I)
     lse = torch.logsumexp(logits, dim=-1)
 
     def score(used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -328,7 +328,8 @@ def generate(
         rounds += locks_in_round[r - 1, active].to(device) if schedule is not None else open_.any(dim=1)
         slots = slot_inputs(movie_state.movie_unit, state.shots)
         pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
-        score = round_scorer(pred, movie_state.movie_unit, movie_valid, temperature, movie_state.shot_prior, rows=open_)
+        score = round_scorer(pred, movie_state.movie_unit, movie_valid, temperature, movie_state.shot_prior, rows=open_,
+                             basis=movie_state.output_basis, movie_coords=movie_state.movie_coords)
 
         if config.mode == "paper":
             best, prob = score(state.used)

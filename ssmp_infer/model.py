@@ -301,13 +301,36 @@ def score_logits(
     return unit_score_logits(pred, F.normalize(movie.float(), dim=-1), movie_valid, temperature, shot_prior)
 
 
-def unit_score_logits(pred, movie_unit, movie_valid, temperature: float, shot_prior=None) -> torch.Tensor:
-    """`score_logits` for a movie already L2-normalised (decoding normalises it once, not every round)."""
-    cos = F.normalize(pred.float(), dim=-1) @ movie_unit.float().transpose(1, 2)
+def unit_score_logits(pred, movie_unit, movie_valid, temperature: float, shot_prior=None, basis=None) -> torch.Tensor:
+    """`score_logits` for a movie already L2-normalised (decoding normalises it once, not every round).
+
+    With `basis` (D, r), orthonormal columns spanning every `pred` (`output_basis`), `movie_unit` is
+    given in those coordinates, (B, I, r): cos(v̂, m) = (Qᵀv̂)·(Qᵀm) when v̂ = QQᵀv̂, so the J×I
+    product runs over r instead of D, equal up to float rounding.
+    """
+    pred_unit = F.normalize(pred.float(), dim=-1)
+    if basis is not None:
+        pred_unit = pred_unit @ basis
+    cos = pred_unit @ movie_unit.float().transpose(1, 2)
     logits = cos / temperature
     if shot_prior is not None:
         logits = logits + shot_prior[:, None, :]
     return logits.masked_fill(~movie_valid[:, None, :], float("-inf"))
+
+
+def output_basis(model: SSMPEncoder) -> torch.Tensor | None:
+    """(D, d + 1) orthonormal columns spanning every feature the model predicts, or None when that
+    would not shrink the scoring product (d + 1 > D / 2).
+
+    v̂ = W·ln_f(h) + c lies in the span of W's d columns and c, whatever h is: a decoder that holds the
+    movie in these coordinates scores each round over d + 1 numbers per pair instead of D (demo preset:
+    193 against 1024). Computed in float64 so the columns are orthonormal to float32 precision.
+    """
+    W, c = model.out_proj.weight.detach(), model.out_proj.bias.detach()
+    if 2 * (W.shape[1] + 1) > W.shape[0]:
+        return None
+    q, _ = torch.linalg.qr(torch.cat([W, c[:, None]], dim=1).double())  # reduced: (D, d + 1)
+    return q.to(W.dtype).contiguous()
 
 
 def num_parameters(model: nn.Module) -> int:

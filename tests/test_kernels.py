@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ssmp_infer.config import MODES, DecodeConfig
 from ssmp_infer import kernels
 from ssmp_infer.errors import InputError
+from ssmp_infer.model import output_basis, unit_score_logits
 from ssmp_infer.kernels import (
     HAS_TRITON,
     INTERPRETED,
@@ -146,6 +147,41 @@ def test_round_scorer_scores_only_the_rows_asked_for(prior):
         assert torch.equal(pbest[rows], best[rows]) and torch.equal(pprob[rows], prob[rows])
         assert torch.equal(pbest[~rows], torch.zeros_like(pbest[~rows])) and not pprob[~rows].any()
         used |= F.one_hot(best[:, 1], I).bool() | F.one_hot(best[:, 7], I).bool()
+
+
+def test_round_scorer_in_an_output_basis_matches_scoring_in_d():
+    """Predictions of a linear output layer (W h + c) scored in the coordinates of `output_basis`: the
+    same best shots and probabilities as over all D, through re-scores; a basis that misses the bias
+    direction does not span the predictions and moves the logits far beyond rounding."""
+    B, J, I, Dm, d = 2, 7, 50, 64, 12
+    g = torch.Generator().manual_seed(8)
+    layer = torch.nn.Linear(d, Dm)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(Dm, d, generator=g))
+        layer.bias.copy_(torch.randn(Dm, generator=g))
+    pred = layer(torch.randn(B, J, d, generator=g)).detach()
+    movie = F.normalize(torch.randn(B, I, Dm, generator=g), dim=-1)
+    valid = torch.ones(B, I, dtype=torch.bool)
+    valid[1, 40:] = False
+    prior = torch.randn(B, I, generator=g).masked_fill(~valid, float("-inf"))
+    model = argparse.Namespace(out_proj=layer)
+    basis = output_basis(model)
+    assert basis.shape == (Dm, d + 1)
+    assert_close(basis.T @ basis, torch.eye(d + 1), atol=1e-6, rtol=0)
+    wide = round_scorer(pred, movie, valid, TAU, prior)
+    narrow = round_scorer(pred, movie, valid, TAU, prior, basis=basis, movie_coords=movie @ basis)
+    used = torch.zeros(B, I, dtype=torch.bool)
+    for _ in range(3):
+        (best, prob), (nbest, nprob) = wide(used), narrow(used)
+        assert torch.equal(nbest, best)
+        assert_close(nprob, prob, atol=1e-6, rtol=1e-5)
+        used |= F.one_hot(best[:, 0], I).bool()
+    real = valid[:, None, :].expand(B, J, I)
+    logits = unit_score_logits(pred, movie, valid, TAU, prior)[real]
+    assert_close(unit_score_logits(pred, movie @ basis, valid, TAU, prior, basis)[real], logits, atol=1e-4, rtol=1e-5)
+    no_bias = torch.linalg.qr(layer.weight.detach().double())[0].float()
+    off = unit_score_logits(pred, movie @ no_bias, valid, TAU, prior, no_bias)[real] - logits
+    assert off.abs().max() > 0.1
 
 
 @needs_kernels

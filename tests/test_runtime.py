@@ -235,3 +235,34 @@ def test_whole_rounds_replayed_as_cuda_graphs_give_the_eager_trailers(mode):
     for want, got in zip(eager.generate_batch(movies_, lengths, config), graphed.generate_batch(movies_, lengths, config)):
         assert got.shots == want.shots and got.steps == want.steps
         assert np.allclose(got.confidence, want.confidence, atol=1e-5)
+
+
+def test_scoring_in_the_output_basis_gives_the_trailers_of_scoring_in_d():
+    """A model much narrower than its features (d + 1 <= D / 2, as the demo preset's 193 of 1024): the
+    fp32 backend holds the movie in d + 1 coordinates that span every prediction, and its trailers are
+    those of scoring over all D dimensions; `select` keeps each movie's own coordinates."""
+    torch.manual_seed(4)
+    cfg = ModelConfig(feature_dim=80, d_model=16, n_layers=2, n_heads=2, d_ff=32, dropout=0.0, temperature=0.1,
+                      shot_prior=True)
+    model = SSMPEncoder(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(8.0 if p.dim() >= 2 else 1.0)
+        model.out_proj.bias.normal_()  # the span must hold the bias too
+    narrow, wide = TorchBackend(model), TorchBackend(model)
+    wide.output_basis = None
+    assert narrow.output_basis.shape == (80, 17)
+    rng = np.random.default_rng(6)
+    feats = [rng.standard_normal((n, 80)).astype(np.float32) for n in (60, 41, 52)]
+    lengths = [14, 9, 20]
+    for mode in MODES:
+        got = decode(narrow, feats, lengths, DecodeConfig(mode=mode, seed=2))
+        want = decode(wide, feats, lengths, DecodeConfig(mode=mode, seed=2))
+        assert torch.equal(got.shots, want.shots) and torch.equal(got.rounds, want.rounds)
+        assert_close(got.confidence, want.confidence, atol=1e-5, rtol=1e-5)
+    movie, valid = pad_batch(feats)
+    state = narrow.prepare(movie, valid)
+    assert_close(state.select(torch.tensor([2, 0])).movie_coords, narrow.prepare(movie[[2, 0]], valid[[2, 0]]).movie_coords,
+                 atol=1e-6, rtol=1e-6)
+    assert TorchBackend(tiny_model()).output_basis is None  # d + 1 > D / 2: nothing to gain
+    assert TorchBackend(model, precision="bf16").output_basis is None  # bf16 outputs leave the span

@@ -14,6 +14,9 @@ A backend must guarantee:
   model with `refresh_every` k > 1 the movie's states are recomputed every k-th step and reused,
   stale, in between (an approximation the caller chose); 0 means computed once, never refreshed.
 - Padded movie shots (`movie_valid` False) and padded slots never change a real row's output.
+- Optionally, `output_basis` (D, r) with orthonormal columns spanning every prediction `step` can
+  return (r < D), and `prepare` keeps the movie in those coordinates (`movie_coords`, (B, I, r)): the
+  decoder then scores in r dimensions instead of D. A backend without them is scored in D.
 - `MovieState.select(rows)` keeps only movies `rows`: a batch drops finished movies without a new
   `prepare`, so a cache must be batch-first (`cache.select(rows)`).
 - No global state: two states (two batches) may be stepped in any interleaving.
@@ -36,6 +39,8 @@ class MovieState:
     steps: int = 0  # steps taken since prepare (when to refresh)
     shot_prior: torch.Tensor | None = None  # (B, I) per-shot logit b_i added to every slot's scores, if any
     step_graph: Any = None  # a backend's captured step for this state (cuda_graphs.py); never carried by select
+    output_basis: torch.Tensor | None = None  # (D, r) orthonormal columns spanning every `step` output, or None
+    movie_coords: torch.Tensor | None = None  # (B, I, r) movie_unit @ output_basis, or None
 
     def select(self, rows: torch.Tensor) -> "MovieState":
         """The state of movies `rows` only (a LongTensor of batch indices)."""
@@ -46,6 +51,8 @@ class MovieState:
             None if self.cache is None else self.cache.select(rows),
             self.steps,
             None if self.shot_prior is None else self.shot_prior.index_select(0, rows),
+            output_basis=self.output_basis,
+            movie_coords=None if self.movie_coords is None else self.movie_coords.index_select(0, rows),
         )
 
     def due_for_refresh(self) -> bool:

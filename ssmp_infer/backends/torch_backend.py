@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import PRECISIONS
-from ..model import SSMPEncoder
+from ..model import SSMPEncoder, output_basis
 from .base import MovieState, default_refresh_every
 from .cuda_graphs import capture_step
 
@@ -37,6 +37,10 @@ class TorchBackend:
             if self.device.type != "cpu":
                 raise ValueError("int8 dynamic quantisation runs on the CPU only")
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        # fp32 predictions lie in the output layer's span (model.output_basis): rounds score in d + 1
+        # dimensions. bf16 rounds each output to 8 bits (off the span) and int8 changes the weights, so
+        # they are scored in D.
+        self.output_basis = output_basis(self.model) if precision == "fp32" else None
 
     def _autocast(self):
         # autocast's cache of cast weights must be off while a graph is captured (its casts would be
@@ -49,6 +53,8 @@ class TorchBackend:
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
         k = default_refresh_every(self.model.cfg.movie_attention) if refresh_every is None else refresh_every
         state = MovieState(F.normalize(movie.float(), dim=-1), movie_valid, refresh_every=k)
+        if self.output_basis is not None:
+            state.output_basis, state.movie_coords = self.output_basis, state.movie_unit @ self.output_basis
         if self.model.cfg.movie_attention == "prefix" and k != 1:
             state.refresh_every = 0  # the cache is exact: a refresh would recompute the same states
             with self._autocast():
