@@ -14,11 +14,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from ssmp_infer.config import MODES, DecodeConfig
-from ssmp_infer import kernels
-from ssmp_infer.errors import InputError
-from ssmp_infer.model import output_basis, unit_score_logits
 from ssmp_infer.kernels import (
     HAS_TRITON,
     INTERPRETED,
@@ -26,6 +21,11 @@ from ssmp_infer.kernels import (
     score_slots_ref,
     use_triton,
 )
+
+from ssmp_infer import kernels
+from ssmp_infer.config import MODES, DecodeConfig
+from ssmp_infer.errors import InputError
+from ssmp_infer.model import output_basis, unit_score_logits
 
 from .helpers import assert_close
 
@@ -383,9 +383,9 @@ def test_whole_trailers_are_the_same_on_both_paths(mode):
     if mode not in ("paper", "topk"):  # one round per slot: keep the interpreter's run short
         movies, lengths = movies[1:], [5, 6]
     runs = {}
-    for kernels in ("torch", "triton"):
-        config = DecodeConfig(mode=mode, kernels=kernels, seed=11, max_rounds=5, steps=6)
-        runs[kernels] = engine.generate_batch(movies, lengths, config)
+    for path in ("torch", "triton"):
+        config = DecodeConfig(mode=mode, kernels=path, seed=11, max_rounds=5, steps=6)
+        runs[path] = engine.generate_batch(movies, lengths, config)
     for torch_trailer, triton_trailer in zip(runs["torch"], runs["triton"]):
         assert triton_trailer.shots == torch_trailer.shots
         assert triton_trailer.steps == torch_trailer.steps

@@ -8,6 +8,7 @@ from ..model import SSMPEncoder, output_basis
 from .base import MovieState, default_refresh_every
 from .cuda_graphs import capture_step
 
+
 class TorchBackend:
     """Eager PyTorch: the reference every other backend is compared with.
 
