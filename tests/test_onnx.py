@@ -263,6 +263,9 @@ def test_bundled_model_gives_the_same_trailer_under_both_backends(mode, bundled_
     config = DecodeConfig(mode=mode, seed=11)
     want, got = torch_engine.generate(features, decode=config), ort_engine.generate(features, decode=config)
     assert got.backend == "onnxruntime" and want.backend == "torch"
+    # both score in the model's output span (fp32 graphs of the same out_proj), 193 of 1024 dimensions
+    assert torch.equal(ort_engine.backend.output_basis, torch_engine.backend.output_basis)
+    assert ort_engine.backend.output_basis.shape == (1024, 193)
     assert got.shots == want.shots and got.steps == want.steps
     assert np.allclose(got.confidence, want.confidence, atol=1e-4)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -60,6 +61,15 @@ class MovieState:
         if self.refresh_every == 1 or self.cache is None:
             return True
         return self.refresh_every > 1 and self.steps % self.refresh_every == 0
+
+
+def movie_state(movie: torch.Tensor, movie_valid: torch.Tensor, refresh_every: int,
+                output_basis: torch.Tensor | None = None) -> MovieState:
+    """What every backend's `prepare` starts from: the unit movie, and its coordinates in the backend's
+    `output_basis` when it has one."""
+    unit = F.normalize(movie.float(), dim=-1)
+    coords = None if output_basis is None else unit @ output_basis
+    return MovieState(unit, movie_valid, refresh_every, output_basis=output_basis, movie_coords=coords)
 
 
 @dataclass

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
-from .base import MovieState, StackedMovieStates, default_refresh_every
+from ..model import output_basis
+from .base import MovieState, StackedMovieStates, default_refresh_every, movie_state
 
 try:
     import onnxruntime as ort
@@ -77,6 +77,8 @@ class OnnxRuntimeBackend:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise InputError(f"device {self.device} needs onnxruntime-gpu (this ONNX Runtime runs on the CPU only)")
             providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+        # Set by `for_model` for fp32 graphs (the model's out_proj weights); int8 graphs quantise them.
+        self.output_basis: torch.Tensor | None = None
         self.sessions = {
             graph: ort.InferenceSession(str(path), options, providers=providers) for graph, path in meta["paths"].items()
         }
@@ -95,7 +97,11 @@ class OnnxRuntimeBackend:
             raise InputError("int8 ONNX graphs are for the CPU (dynamic quantisation); on a GPU use fp32 or --backend tensorrt")
         if onnx_dir is None:
             onnx_dir = cached_onnx_dir(model, precision)
-        return cls(onnx_dir, device, weights_sha256=weights_sha256(model), precision=precision)
+        backend = cls(onnx_dir, device, weights_sha256=weights_sha256(model), precision=precision)
+        if precision == "fp32":  # the graphs' predictions lie in the model's output span, as torch's do
+            basis = output_basis(model)
+            backend.output_basis = None if basis is None else basis.to(backend.device)
+        return backend
 
     def _run(self, graph: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
         session = self.sessions[graph]
@@ -132,7 +138,7 @@ class OnnxRuntimeBackend:
 
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
         k = default_refresh_every(self.config.movie_attention) if refresh_every is None else refresh_every
-        state = MovieState(F.normalize(movie.float(), dim=-1), movie_valid, refresh_every=k)
+        state = movie_state(movie, movie_valid, k, self.output_basis)
         if self.config.movie_attention == "prefix":
             state.refresh_every = 0  # exact: the states never need recomputing
             keys, values, *prior = self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid)

@@ -16,10 +16,9 @@ import threading
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
-from .base import MovieState, StackedMovieStates, default_refresh_every
+from .base import MovieState, StackedMovieStates, default_refresh_every, movie_state
 
 MISSING = "TensorRT is not installed: pip install 'ssmp-infer[tensorrt]' on a machine with an NVIDIA GPU"
 NO_GPU = "TensorRT runs on an NVIDIA GPU, and this PyTorch sees no CUDA device"
@@ -196,7 +195,7 @@ class TensorRTBackend:
 
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
         k = default_refresh_every(self.config.movie_attention) if refresh_every is None else refresh_every
-        state = MovieState(F.normalize(movie.float(), dim=-1), movie_valid, refresh_every=k)
+        state = movie_state(movie, movie_valid, k)
         if self.config.movie_attention == "prefix":
             state.refresh_every = 0  # exact: the states never need recomputing
             out = self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid)

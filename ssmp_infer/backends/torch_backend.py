@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..config import PRECISIONS
 from ..model import SSMPEncoder, output_basis
-from .base import MovieState, default_refresh_every
+from .base import MovieState, default_refresh_every, movie_state
 from .cuda_graphs import capture_step
 
 
@@ -53,9 +52,7 @@ class TorchBackend:
     @torch.inference_mode()
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
         k = default_refresh_every(self.model.cfg.movie_attention) if refresh_every is None else refresh_every
-        state = MovieState(F.normalize(movie.float(), dim=-1), movie_valid, refresh_every=k)
-        if self.output_basis is not None:
-            state.output_basis, state.movie_coords = self.output_basis, state.movie_unit @ self.output_basis
+        state = movie_state(movie, movie_valid, k, self.output_basis)
         if self.model.cfg.movie_attention == "prefix" and k != 1:
             state.refresh_every = 0  # the cache is exact: a refresh would recompute the same states
             with self._autocast():
