@@ -287,6 +287,7 @@ def cmd_train(args) -> None:
         mask_schedule=args.mask_schedule,
         views=args.views,
         validation_fraction=args.validation_fraction,
+        ema_decay=args.ema_decay,
     )
     if args.method != "ssmp":
         from .baselines import BaselineConfig, train_baseline
@@ -433,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--no-shot-prior scores with the paper's cos/tau alone)")
     p.add_argument("--validation-fraction", type=float, default=None,
                    help="share of the train split held out to select the best weights (default 0.1; 0: keep the last)")
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="validate and save a moving average of the weights with this decay (default 0.99; 0: the raw weights)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the train split (default: the preset's)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="time budget: the schedule is planned to fit it, then training stops cleanly and saves")

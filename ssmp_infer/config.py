@@ -183,6 +183,9 @@ class TrainConfig:
     mu_a: float = 0.98
     mu_t: float = 0.1
     grad_clip: float = 1.0
+    # Validate and save an exponential moving average of the weights over ~100 steps
+    # (selection.WeightAverage); 0: the raw weights.
+    ema_decay: float = 0.99
 
     def __post_init__(self):
         # AdamW moves every weight by about lr per step: far beyond 1 nothing can be learnt, and near float32's
@@ -202,6 +205,8 @@ class TrainConfig:
             raise InputError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
         if self.mask_schedule not in MASK_SCHEDULES:
             raise InputError(f"unknown mask schedule {self.mask_schedule!r}; expected one of {list(MASK_SCHEDULES)}")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0 < self.t_min <= self.t_max <= 1:
             raise InputError(f"need 0 < t_min <= t_max <= 1, got {self.t_min}, {self.t_max}")
         self.betas = tuple(self.betas)

@@ -37,7 +37,14 @@ from .config import ModelConfig, TrainConfig
 from .data import Example, load_split, pad_batch, pad_targets, slot_inputs
 from .errors import InputError
 from .model import SSMPEncoder, num_parameters, score_logits
-from .selection import BestWeights, ValidationSchedule, split_validation, validation_scores
+from .selection import (
+    BestWeights,
+    ValidationSchedule,
+    WeightAverage,
+    offer_weights,
+    split_validation,
+    validation_scores,
+)
 
 # Steps timed before a time budget is turned into a planned step count (the first steps are skipped:
 # they pay for allocator warm-up).
@@ -219,9 +226,11 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     )
 
 
-def end_training(model, step: int, plan: "StepPlan", cfg: TrainConfig, held_out, best, validate, log) -> None:
+def end_training(model, step: int, plan: "StepPlan", cfg: TrainConfig, held_out, best, validate, log,
+                 average: WeightAverage | None = None) -> None:
     """After the last step, every method alike: refuse an empty run, say why it stopped, and load the
-    weights held-out validation chose (validating the last step first)."""
+    weights held-out validation chose (validating the last step first), or without held-out movies
+    the weight average of the last step when there is one."""
     if step == 0:
         raise InputError("training stopped before its first step; raise --max-minutes")
     if step < plan.planned:
@@ -229,7 +238,10 @@ def end_training(model, step: int, plan: "StepPlan", cfg: TrainConfig, held_out,
     if held_out:
         validate(step)
         model.load_state_dict(best.state)
-        print(f"saving the weights of step {best.step} (lowest loss on the held-out movies)", file=log, flush=True)
+        which = "the weight average" if best.scores.get("averaged") else "the weights"
+        print(f"saving {which} of step {best.step} (lowest loss on the held-out movies)", file=log, flush=True)
+    elif average is not None:
+        model.load_state_dict(average.average)
 
 def training_provenance(data_root, movies: int, step: int, plan: "StepPlan", held_out, best, cfg: TrainConfig,
                         device, final: dict, skip_config: tuple = ()) -> dict:
@@ -291,16 +303,17 @@ def train(
     )
     best = BestWeights()
     schedule = ValidationSchedule(enabled=bool(held_out))
+    average = WeightAverage.start(model, cfg.ema_decay)
 
     def validate(step: int) -> None:
-        scores = validation_scores(model, held_out, cfg.seed)
-        kept = best.offer(model, step, scores)
-        print(
-            f"validation at step {step}: first-round F1 {scores['f1']:.3f}  loss {scores['loss']:.3f}"
-            + ("  (best so far)" if kept else ""),
-            file=log,
-            flush=True,
-        )
+        for label, scores, kept in offer_weights(model, average, best, step,
+                                                 lambda m: validation_scores(m, held_out, cfg.seed)):
+            print(
+                f"validation at step {step}" + (", averaged weights" if label == "averaged" else "")
+                + f": first-round F1 {scores['f1']:.3f}  loss {scores['loss']:.3f}" + ("  (best so far)" if kept else ""),
+                file=log,
+                flush=True,
+            )
     last_log = time.monotonic()
     recent: list[tuple[float, float]] = []
     step = 0
@@ -327,6 +340,8 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if average:
+            average.update(model)
         accuracy = float(accuracy)
         pace.update(accuracy, cfg)
         recent = (recent + [(float(loss.detach()), accuracy)])[-50:]
@@ -350,7 +365,7 @@ def train(
                 file=log,
                 flush=True,
             )
-    end_training(model, step, plan, cfg, held_out, best, validate, log)
+    end_training(model, step, plan, cfg, held_out, best, validate, log, average)
     mean_loss, mean_acc = np.mean(recent, axis=0)
     final = {
         "loss": float(mean_loss),

@@ -441,6 +441,8 @@ def cases(fix: Path) -> dict[str, Case]:
                                        words=("disk",)),
         # non-finite training
         "train_lr_nan": Case(lambda t: train + ["--out", t / "ck", "--lr", "nan"], words=("--lr",)),
+        "train_ema_decay_one": Case(lambda t: train + ["--out", t / "ck", "--ema-decay", "1"], words=("--ema-decay",)),
+        "train_ema_decay_nan": Case(lambda t: train + ["--out", t / "ck", "--ema-decay", "nan"], words=("--ema-decay",)),
         "train_lr_huge": Case(lambda t: train + ["--out", t / "ck", "--lr", "1e308", "--epochs", "3"], owned=("ck",),
                               words=("--lr",), check=lambda t, r: not (t / "ck" / "model.safetensors").exists()),
         # closed pipes: the reader went away

@@ -10,7 +10,7 @@ import torch
 from ssmp_infer.checkpoint import load_checkpoint
 from ssmp_infer.config import ModelConfig, TrainConfig
 from ssmp_infer.data import load_split
-from ssmp_infer.selection import BestWeights, split_validation, validation_scores
+from ssmp_infer.selection import BestWeights, WeightAverage, split_validation, validation_scores
 from ssmp_infer.synth import write_dataset
 from ssmp_infer.config import MASK_SCHEDULES
 from ssmp_infer.train import (
@@ -195,11 +195,13 @@ def test_validation_split_and_best_weights():
     assert best.step == 20 and float(best.state["weight"][0, 0]) == 20.0  # a copy, not a view of the live weights
 
 
-def test_saved_weights_are_the_best_validation_point(tiny_data, tmp_path):
-    """64 training movies: 6 held out; the checkpoint scores on them exactly what the log called best."""
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_saved_weights_are_the_best_validation_point(tiny_data, tmp_path, ema_decay):
+    """64 training movies: 6 held out; the checkpoint scores on them exactly what the log called best
+    (with a weight average, the averaged weights are what is scored and saved)."""
     cfg = ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, dropout=0.0)
     log = io.StringIO()
-    train_cfg = TrainConfig(lr=2e-3, batch_size=4, epochs=6, seed=0, mask_schedule="uniform")
+    train_cfg = TrainConfig(lr=2e-3, batch_size=4, epochs=6, seed=0, mask_schedule="uniform", ema_decay=ema_decay)
     train(tiny_data, tmp_path / "model", cfg, train_cfg, log=log)
     model, meta = load_checkpoint(tmp_path / "model")
     training = meta["training"]
@@ -211,4 +213,47 @@ def test_saved_weights_are_the_best_validation_point(tiny_data, tmp_path):
     _, held_out = split_validation(examples, train_cfg.validation_fraction, np.random.default_rng(train_cfg.seed))
     again = validation_scores(model, held_out, train_cfg.seed)
     assert abs(again["loss"] - training["validation"]["loss"]) < 1e-4
-    assert f"saving the weights of step {training['selected_step']}" in log.getvalue()
+    which = "weight average" if training["validation"]["averaged"] else "weights"
+    assert f"saving the {which} of step {training['selected_step']} (lowest loss" in log.getvalue()
+
+
+def test_weight_average_by_hand_and_the_live_weights_come_back():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.5)
+    average = WeightAverage(model, decay=0.9)
+    expected = 0.5
+    for n, w in enumerate([1.0, 2.0, 3.0, 4.0, 8.0], start=1):
+        with torch.no_grad():
+            model.weight.fill_(w)
+        average.update(model)
+        keep = min(0.9, (1 + n) / (10 + n))  # the ramp: 2/11, 3/12, ...
+        expected = keep * expected + (1 - keep) * w
+    assert abs(float(average.average["weight"]) - expected) < 1e-6
+    with average.swapped_in(model):
+        assert abs(float(model.weight) - expected) < 1e-6
+    assert float(model.weight) == 8.0
+
+
+def test_validation_scores_the_live_and_the_averaged_weights_and_keeps_the_lower(tiny_data, tmp_path):
+    """The same run with and without a weight average: keeping the average changes no live weight (the
+    live losses agree at the steps both runs validated), the averaged losses differ from them, and the
+    saved weights are those of the lowest of all."""
+    cfg = ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, dropout=0.0)
+    live, averaged, saved = {}, {}, {}
+    for decay in (0.0, 0.9):
+        log = io.StringIO()
+        train(tiny_data, tmp_path / f"m{decay}", cfg,
+              TrainConfig(lr=2e-3, batch_size=4, epochs=3, seed=0, mask_schedule="uniform", ema_decay=decay), log=log)
+        points = [(int(x.split("step ")[1].split(":")[0].split(",")[0]), float(x.split("loss ")[1].split()[0]), "averaged" in x)
+                  for x in log.getvalue().splitlines() if x.startswith("validation")]
+        live[decay] = {step: loss for step, loss, avg in points if not avg}
+        averaged[decay] = {step: loss for step, loss, avg in points if avg}
+        saved[decay] = load_checkpoint(tmp_path / f"m{decay}")[1]["training"]["validation"]
+    assert not averaged[0.0] and averaged[0.9].keys() == live[0.9].keys()
+    common = live[0.9].keys() & live[0.0].keys()
+    assert len(common) >= 2 and all(live[0.9][k] == live[0.0][k] for k in common)
+    assert any(abs(live[0.9][k] - averaged[0.9][k]) > 1e-3 for k in live[0.9])  # another model was scored
+    lowest = min([*live[0.9].values(), *averaged[0.9].values()])
+    assert abs(saved[0.9]["loss"] - lowest) < 1e-3
+    assert saved[0.9]["averaged"] == (lowest in averaged[0.9].values() and lowest not in live[0.9].values())

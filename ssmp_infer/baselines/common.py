@@ -5,7 +5,8 @@ Everything that makes a comparison fair is reused from SSMP's own code rather th
 data loading (`data.load_split`), the budget (`train.StepPlan`: `--max-minutes` plans the learning-rate
 schedule from the measured step rate), the learning-rate schedule (`train.lr_at`), the optimiser
 settings of `TrainConfig`, the device choice (`engine.resolve_device`), held-out model selection
-(`selection.split_validation`, `selection.BestWeights`: the weights of lowest held-out loss) and the
+(`selection.split_validation`, `selection.BestWeights`: the weights of lowest held-out loss, of the
+weight average `selection.WeightAverage` by default) and the
 checkpoint format (`checkpoint.save_checkpoint`, which records the method).
 """
 
@@ -123,7 +124,7 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
     from ..data import load_split
     from ..engine import resolve_device
     from ..model import num_parameters
-    from ..selection import BestWeights, ValidationSchedule, split_validation
+    from ..selection import BestWeights, ValidationSchedule, WeightAverage, offer_weights, split_validation
     from ..train import StepPlan, end_training, lr_at, make_optimizer, to_device, training_provenance
 
     out_dir = Path(out_dir)
@@ -147,12 +148,12 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
     )
     best = BestWeights()
     schedule = ValidationSchedule(enabled=bool(held_out))
+    average = WeightAverage.start(model, cfg.ema_decay)
 
     def validate(step: int) -> None:
-        scores = {"loss": held_out_loss(model, held_out)}
-        kept = best.offer(model, step, scores)
-        print(f"validation at step {step}: loss {scores['loss']:.4f}" + ("  (best so far)" if kept else ""),
-              file=log, flush=True)
+        for label, scores, kept in offer_weights(model, average, best, step, lambda m: {"loss": held_out_loss(m, held_out)}):
+            print(f"validation at step {step}" + (", averaged weights" if label == "averaged" else "")
+                  + f": loss {scores['loss']:.4f}" + ("  (best so far)" if kept else ""), file=log, flush=True)
 
     last_log, recent, step, batches = time.monotonic(), [], 0, iter(())
     while not plan.done(step):
@@ -169,6 +170,8 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update(model)
         recent = (recent + [float(loss.detach())])[-50:]
         step += 1
         replanned = plan.after_step(step)
@@ -180,7 +183,7 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
             last_log = now
             print(f"step {step}/{plan.planned}  loss {np.mean(recent):.4f}  lr {lr:.1e}  {plan.elapsed():.0f}s",
                   file=log, flush=True)
-    end_training(model, step, plan, cfg, held_out, best, validate, log)
+    end_training(model, step, plan, cfg, held_out, best, validate, log, average)
     final = {"loss": float(np.mean(recent))}
     provenance = training_provenance(data_root, len(examples), step, plan, held_out, best, cfg, device, final,
                                      skip_config=SSMP_ONLY)
