@@ -600,6 +600,49 @@ def test_training_options_that_cannot_train_are_refused(field, value):
         TrainConfig(**{field: value})
 
 
+# A command whose Ctrl-C is swallowed by C code that then fails with an unrelated error, as numpy's
+# C initialisation does (an ImportError with no KeyboardInterrupt in its chain).
+SWALLOWED_INTERRUPT = """
+import os, signal, sys, time
+import ssmp_infer.cli as cli
+def swallowing_command():
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        pass
+    raise ImportError("PyCapsule_Import could not import module")
+cli.main = swallowing_command
+sys.argv = ["ssmp-infer", "run", "x.npy"]
+from ssmp_infer.entry import main
+sys.exit(main())
+"""
+
+
+def test_any_error_after_a_ctrl_c_is_reported_as_the_interrupt():
+    r = subprocess.run([sys.executable, "-c", SWALLOWED_INTERRUPT], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130 and r.stderr.strip() == "ssmp-infer: interrupted", r.stderr
+
+
+def test_a_ctrl_c_while_torch_loads_waits_for_the_import_and_exits_130():
+    """Under the noting handler the import finishes (no KeyboardInterrupt inside torch's C++ callbacks),
+    then the command is never started."""
+    code = ("import os, signal, sys\n"
+            "import ssmp_infer.cli as cli\n"
+            "cli.main = lambda: sys.exit('the command ran')\n"
+            "sys.argv = ['ssmp-infer', 'run', 'x.npy']\n"
+            "import builtins\n"
+            "real = builtins.__import__\n"
+            "def importing(name, *a, **k):\n"
+            "    if name == 'torch': os.kill(os.getpid(), signal.SIGINT)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = importing\n"
+            "from ssmp_infer.entry import main\n"
+            "sys.exit(main())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130 and r.stderr.strip() == "ssmp-infer: interrupted", r.stderr
+
+
 @pytest.mark.parametrize("mode, field", [("topk", "steps"), ("paper", "max_rounds")])
 def test_decoding_rounds_are_bounded(mode, field):
     from ssmp_infer.config import MAX_ROUNDS, DecodeConfig
