@@ -165,16 +165,17 @@ class WeightAverage:
 
 def offer_weights(model: torch.nn.Module, average: WeightAverage | None, best: BestWeights, step: int, score) -> list:
     """Score the live weights and, when there is a weight average, the averaged ones; offer each to
-    `best`. Returns (label, scores, kept) per candidate, for the log.
+    `best`. Returns (log line prefix, scores, kept) per candidate.
 
     Why both: the average is better where selection keeps early weights of a run whose learning rate is
     still high, and it lags behind a model that is still improving fast (a short run on big movies).
     The held-out loss tells the two apart at every point (measured, see README)."""
+    candidates = [(f"validation at step {step}", False, nullcontext(model))]
+    if average is not None:
+        candidates.append((f"validation at step {step}, averaged weights", True, average.swapped_in(model)))
     results = []
-    for label, weights in (("live", nullcontext(model)), ("averaged", average.swapped_in(model) if average else None)):
-        if weights is None:
-            continue
+    for prefix, averaged, weights in candidates:
         with weights:
             scores = score(model)
-            results.append((label, scores, best.offer(model, step, {**scores, "averaged": label == "averaged"})))
+            results.append((prefix, scores, best.offer(model, step, {**scores, "averaged": averaged})))
     return results

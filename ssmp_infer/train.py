@@ -306,14 +306,10 @@ def train(
     average = WeightAverage.start(model, cfg.ema_decay)
 
     def validate(step: int) -> None:
-        for label, scores, kept in offer_weights(model, average, best, step,
-                                                 lambda m: validation_scores(m, held_out, cfg.seed)):
-            print(
-                f"validation at step {step}" + (", averaged weights" if label == "averaged" else "")
-                + f": first-round F1 {scores['f1']:.3f}  loss {scores['loss']:.3f}" + ("  (best so far)" if kept else ""),
-                file=log,
-                flush=True,
-            )
+        for prefix, scores, kept in offer_weights(model, average, best, step,
+                                                  lambda m: validation_scores(m, held_out, cfg.seed)):
+            print(f"{prefix}: first-round F1 {scores['f1']:.3f}  loss {scores['loss']:.3f}"
+                  + ("  (best so far)" if kept else ""), file=log, flush=True)
     last_log = time.monotonic()
     recent: list[tuple[float, float]] = []
     step = 0
@@ -340,7 +336,7 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        if average:
+        if average is not None:
             average.update(model)
         accuracy = float(accuracy)
         pace.update(accuracy, cfg)

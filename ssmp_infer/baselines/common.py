@@ -151,9 +151,8 @@ def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = 
     average = WeightAverage.start(model, cfg.ema_decay)
 
     def validate(step: int) -> None:
-        for label, scores, kept in offer_weights(model, average, best, step, lambda m: {"loss": held_out_loss(m, held_out)}):
-            print(f"validation at step {step}" + (", averaged weights" if label == "averaged" else "")
-                  + f": loss {scores['loss']:.4f}" + ("  (best so far)" if kept else ""), file=log, flush=True)
+        for prefix, scores, kept in offer_weights(model, average, best, step, lambda m: {"loss": held_out_loss(m, held_out)}):
+            print(f"{prefix}: loss {scores['loss']:.4f}" + ("  (best so far)" if kept else ""), file=log, flush=True)
 
     last_log, recent, step, batches = time.monotonic(), [], 0, iter(())
     while not plan.done(step):
