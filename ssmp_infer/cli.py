@@ -212,7 +212,8 @@ DECODE_ONLY_OPTIONS = (("--mode", "mode", "paper"), ("--steps", "steps", None), 
                        ("--engines", "engines", None), ("--cuda-graphs", "cuda_graphs", False), ("--kernels", "kernels", "auto"))
 TRAIN_ONLY_OPTIONS = (("--movie-attention", "movie_attention", DEFAULT_MOVIE_ATTENTION),
                       ("--mask-schedule", "mask_schedule", "self-paced"), ("--views", "views", None),
-                      ("--shot-prior", "shot_prior", None))
+                      ("--shot-prior", "shot_prior", None), ("--context-prior", "context_prior", None),
+                      ("--whole-range-share", "whole_range_share", None))
 
 
 def refuse_ssmp_options(args, options) -> None:
@@ -274,6 +275,8 @@ def cmd_train(args) -> None:
     from .train import train
 
     overrides = {k: v for k, v in (("dropout", args.dropout), ("shot_prior", args.shot_prior)) if v is not None}
+    if args.context_prior is not None or args.shot_prior is False:  # --no-shot-prior: no branch to add either
+        overrides["context_prior"] = bool(args.context_prior)
     overrides["feature_dim"] = args.feature_dim or data_feature_dim(args.data)
     model_config = model_preset(args.preset, movie_attention=args.movie_attention, **overrides)
     cfg = train_preset(
@@ -286,6 +289,7 @@ def cmd_train(args) -> None:
         device=args.device,
         mask_schedule=args.mask_schedule,
         views=args.views,
+        whole_range_share=args.whole_range_share,
         validation_fraction=args.validation_fraction,
         ema_decay=args.ema_decay,
     )
@@ -427,11 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-schedule", choices=MASK_SCHEDULES, default="self-paced")
     p.add_argument("--views", type=int, default=None,
                    help="differently masked copies of each trailer per step (default: 4 under prefix, 1 under full)")
+    p.add_argument("--whole-range-share", type=float, default=None,
+                   help="share of trailers masked at a ratio drawn from the whole range whatever the schedule's "
+                   "ceiling (default 0.75; 0: the schedule alone, as in the paper)")
     p.add_argument("--dropout", type=float, default=None, help="model dropout (default: the preset's)")
     p.add_argument("--feature-dim", type=int, default=None, help="shot feature size (default: the data's)")
     p.add_argument("--shot-prior", action=argparse.BooleanOptionalAction, default=None,
                    help="add a learned per-shot logit to every slot's scores (default: on in both presets; "
                    "--no-shot-prior scores with the paper's cos/tau alone)")
+    p.add_argument("--context-prior", action=argparse.BooleanOptionalAction, default=None,
+                   help="add to the shot prior a small MLP's read of each shot against its movie (default: on "
+                   "with the shot prior)")
     p.add_argument("--validation-fraction", type=float, default=None,
                    help="share of the train split held out to select the best weights (default 0.1; 0: keep the last)")
     p.add_argument("--ema-decay", type=float, default=None,

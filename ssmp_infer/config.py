@@ -33,6 +33,10 @@ class ModelConfig:
     # Add a learned per-shot logit b_i to every slot's scores: P_ji = softmax_i(cos(v̂_j, m_i)/tau + b_i).
     # False is the paper's scoring exactly; the presets turn it on (measured: README, Training).
     shot_prior: bool = False
+    # Add to b_i a small MLP's read of the shot against its movie: its feature minus the movie's mean, its
+    # cosine with its neighbours, its position (ssmp_infer/context_prior.py). Needs shot_prior; the
+    # presets turn it on (measured: README, Training).
+    context_prior: bool = False
     head_dim: int = field(init=False)
 
     def __post_init__(self):
@@ -56,6 +60,8 @@ class ModelConfig:
             raise InputError(f"model config: temperature must be positive and finite, got {self.temperature}")
         if not 0 <= self.dropout < 1:
             raise InputError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+        if self.context_prior and not self.shot_prior:
+            raise InputError("model config: context_prior adds to the shot prior, so it needs shot_prior true")
         if self.movie_attention not in MOVIE_ATTENTION:
             raise InputError(
                 f"model config: movie_attention must be one of {list(MOVIE_ATTENTION)}, got {self.movie_attention!r}"
@@ -73,15 +79,15 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise InputError(f"model config has unknown fields {sorted(unknown)}")
-        # Checkpoints written before the shot prior existed score with the paper's cos/tau alone.
-        return cls(**{"shot_prior": False, **d})
+        # Checkpoints written before the shot prior (or its context branch) existed score without it.
+        return cls(**{"shot_prior": False, "context_prior": False, **d})
 
 
 PRESETS = {
     # As the paper reports: 4 layers, 4 heads, hidden 1024, FFN 2048 on 1024-d ImageBind features.
-    "paper": dict(d_model=1024, n_layers=4, n_heads=4, d_ff=2048, shot_prior=True),
+    "paper": dict(d_model=1024, n_layers=4, n_heads=4, d_ff=2048, shot_prior=True, context_prior=True),
     # Small enough to train on 2 CPU cores in minutes, same 1024-d input so real features fit it.
-    "demo": dict(d_model=192, n_layers=4, n_heads=4, d_ff=384, dropout=0.1, shot_prior=True),
+    "demo": dict(d_model=192, n_layers=4, n_heads=4, d_ff=384, dropout=0.1, shot_prior=True, context_prior=True),
 }
 
 
@@ -182,6 +188,9 @@ class TrainConfig:
     beta: float = 10.0
     mu_a: float = 0.98
     mu_t: float = 0.1
+    # Share of trailers whose mask ratio is drawn from the whole range [t_min, t_max] whatever the
+    # schedule's ceiling (see train.sample_ratios); 0: every ratio under the ceiling, the paper's alone.
+    whole_range_share: float = 0.75
     grad_clip: float = 1.0
     # Validate and save an exponential moving average of the weights over ~100 steps
     # (selection.WeightAverage); 0: the raw weights.
@@ -207,6 +216,8 @@ class TrainConfig:
             raise InputError(f"unknown mask schedule {self.mask_schedule!r}; expected one of {list(MASK_SCHEDULES)}")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.whole_range_share <= 1:
+            raise InputError(f"--whole-range-share must be in [0, 1], got {self.whole_range_share}")
         if not 0 < self.t_min <= self.t_max <= 1:
             raise InputError(f"need 0 < t_min <= t_max <= 1, got {self.t_min}, {self.t_max}")
         self.betas = tuple(self.betas)

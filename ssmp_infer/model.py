@@ -4,9 +4,11 @@ Movie shots are the prompt and are never masked; trailer slots hold either a cho
 feature or the learnable mask placeholder MP (a vector in the input space R^D). For every slot the
 encoder predicts a feature v̂_j in R^D; `score_logits` turns it into cos(v̂_j, m_i) / tau over the
 movie, the logits of P = softmax_i. With `shot_prior` a learned per-shot logit b_i, read from the
-movie token's last state, is added: the movie's context says which shots are trailer material, the
-slot's prediction says which of them fits this slot (see ModelConfig.shot_prior). Batches of movies with different I and J are padded; padded
-tokens are removed from every attention key set, so they never change a real token's output.
+movie token's last state (plus, with `context_prior`, a small MLP's read of the shot against its movie:
+ssmp_infer/context_prior.py), is added: the movie's context says which shots are trailer material,
+the slot's prediction says which of them fits this slot (see ModelConfig.shot_prior). Batches of
+movies with different I and J are padded; padded tokens are removed from every attention key set, so
+they never change a real token's output.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .context_prior import ContextPrior
 
 # Fourier features of a token's relative position (i / I, j / J): the trailer's order relates to
 # where a shot sits in the movie's arc, not to its absolute index.
@@ -196,9 +199,12 @@ class SSMPEncoder(nn.Module):
         self.out_proj = nn.Linear(cfg.d_model, cfg.feature_dim)
         # b_i from the movie token's last state; starts at zero so P starts as the paper's cos/tau.
         self.shot_head = nn.Linear(cfg.d_model, 1) if cfg.shot_prior else None
+        self.context_prior = ContextPrior(cfg.feature_dim, NUM_POSITION_FEATURES) if cfg.context_prior else None
         self.apply(self._init_weights)
         if self.shot_head is not None:
             nn.init.zeros_(self.shot_head.weight)
+        if self.context_prior is not None:
+            self.context_prior.reset_output()
         # Unit input features map to content vectors of norm ~0.02·sqrt(d); these unit-norm position
         # features map to vectors POSITION_INIT_SHRINK times shorter.
         for pos in (self.movie_pos, self.slot_pos):
@@ -246,14 +252,17 @@ class SSMPEncoder(nn.Module):
             h, (k, v) = block(h, mask)
             keys.append(k[:, :, :I])
             values.append(v[:, :, :I])
-        states = MovieStates(keys, values, movie_valid, self.shot_prior(h[:, :I], movie_valid))
+        states = MovieStates(keys, values, movie_valid, self.shot_prior(h[:, :I], movie, movie_valid))
         return self.out_proj(self.ln_f(h[:, I:])), states  # (B, J, D)
 
-    def shot_prior(self, movie_h: torch.Tensor, movie_valid: torch.Tensor) -> torch.Tensor | None:
-        """(B, I) b_i from the movie tokens' last states (-inf on padding), or None without a shot prior."""
+    def shot_prior(self, movie_h: torch.Tensor, movie_unit: torch.Tensor, movie_valid: torch.Tensor) -> torch.Tensor | None:
+        """(B, I) b_i from the movie tokens' last states, plus the context branch's logit when the model
+        has one (-inf on padding), or None without a shot prior."""
         if self.shot_head is None:
             return None
         prior = self.shot_head(self.ln_f(movie_h)).squeeze(-1).float()
+        if self.context_prior is not None:
+            prior = prior + self.context_prior(movie_unit, movie_valid, position_features(movie_valid)).float()
         return prior.masked_fill(~movie_valid, float("-inf"))
 
     def slot_tokens(self, slots: torch.Tensor, slot_masked: torch.Tensor, slot_valid: torch.Tensor) -> torch.Tensor:
@@ -266,14 +275,15 @@ class SSMPEncoder(nn.Module):
         """One pass over the movie alone (prefix attention only): its per-layer keys and values."""
         if self.cfg.movie_attention != "prefix":
             raise ValueError("movie states are exact only under prefix attention; this model reads full attention")
-        h = self.drop(self.embed(F.normalize(movie.float(), dim=-1), movie_valid, 0))  # (B, I, d)
+        movie = F.normalize(movie.float(), dim=-1)
+        h = self.drop(self.embed(movie, movie_valid, 0))  # (B, I, d)
         mask = movie_valid[:, None, None, :]
         keys, values = [], []
         for block in self.blocks:
             h, (k, v) = block(h, mask)
             keys.append(k)
             values.append(v)
-        return MovieStates(keys, values, movie_valid, self.shot_prior(h, movie_valid))
+        return MovieStates(keys, values, movie_valid, self.shot_prior(h, movie, movie_valid))
 
     def step(self, states: MovieStates, slots, slot_masked, slot_valid) -> torch.Tensor:
         """Predicted slot features (B, J, D) from cached movie states: only the J slot rows are computed.

@@ -443,6 +443,10 @@ def cases(fix: Path) -> dict[str, Case]:
         "train_lr_nan": Case(lambda t: train + ["--out", t / "ck", "--lr", "nan"], words=("--lr",)),
         "train_ema_decay_one": Case(lambda t: train + ["--out", t / "ck", "--ema-decay", "1"], words=("--ema-decay",)),
         "train_ema_decay_nan": Case(lambda t: train + ["--out", t / "ck", "--ema-decay", "nan"], words=("--ema-decay",)),
+        "train_whole_range_share_above_one": Case(lambda t: train + ["--out", t / "ck", "--whole-range-share", "1.5"],
+                                                  words=("--whole-range-share",)),
+        "train_whole_range_share_nan": Case(lambda t: train + ["--out", t / "ck", "--whole-range-share", "nan"],
+                                            words=("--whole-range-share",)),
         "train_lr_huge": Case(lambda t: train + ["--out", t / "ck", "--lr", "1e308", "--epochs", "3"], owned=("ck",),
                               words=("--lr",), check=lambda t, r: not (t / "ck" / "model.safetensors").exists()),
         # closed pipes: the reader went away

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ssmp_infer.config import ModelConfig, model_preset
+from ssmp_infer.context_prior import context_features
 from ssmp_infer.model import SSMPEncoder, num_parameters, score_logits, sinusoidal
 
 from .helpers import assert_close
@@ -206,28 +207,56 @@ def test_prefix_prepare_then_step_equals_the_full_pass():
         tiny_model().prepare(movie, movie_valid)
 
 
-def test_shot_prior_starts_neutral_and_is_shared_by_every_pass():
-    """b_i starts at zero (P is the paper's cos/tau), is -inf on padding, and prepare/forward agree on it."""
-    cfg = ModelConfig(**{**PREFIX.to_dict(), "shot_prior": True})
+@pytest.mark.parametrize("context", [False, True])
+def test_shot_prior_starts_neutral_and_is_shared_by_every_pass(context):
+    """b_i starts at zero (P is the paper's cos/tau), is -inf on padding, does not change when padding
+    is added, and prepare/forward agree on it; with and without the context branch."""
+    cfg = ModelConfig(**{**PREFIX.to_dict(), "shot_prior": True, "context_prior": context})
     model = tiny_model(cfg=cfg)
-    movie, movie_valid, slots, masked, slot_valid = random_inputs(I=12, J=4, D=cfg.feature_dim, seed=3)
-    movie, movie_valid = pad_to(movie, 15, 1e4), pad_to(movie_valid, 15, False)
+    short, short_valid, slots, masked, slot_valid = random_inputs(I=12, J=4, D=cfg.feature_dim, seed=3)
+    movie, movie_valid = pad_to(short, 15, 1e4), pad_to(short_valid, 15, False)
     pred, states = model.forward_with_states(movie, movie_valid, slots, masked, slot_valid)
     assert (states.shot_prior[0, :12] == 0).all() and torch.isinf(states.shot_prior[0, 12:]).all()
     with torch.no_grad():
         model.shot_head.weight.normal_()  # a trained-looking head
+        if context:
+            for p in model.context_prior.parameters():
+                p.normal_()
     pred, states = model.forward_with_states(movie, movie_valid, slots, masked, slot_valid)
     prepared = model.prepare(movie, movie_valid)
     assert_close(prepared.shot_prior[0, :12], states.shot_prior[0, :12], atol=1e-5, rtol=1e-5)
+    assert_close(model.prepare(short, short_valid).shot_prior[0], prepared.shot_prior[0, :12], atol=1e-5, rtol=1e-5)
     assert states.shot_prior[0, :12].std() > 0.1
     with_prior = score_logits(pred, movie, movie_valid, cfg.temperature, states.shot_prior)
     without = score_logits(pred, movie, movie_valid, cfg.temperature)
     assert_close((with_prior - without)[0, :, :12], states.shot_prior[0, None, :12].expand(4, -1), atol=1e-4, rtol=1e-5)
 
 
+def test_context_features_by_hand():
+    """Each real shot: its unit feature, minus the mean of the real shots, its cosines with the shots
+    before and after (1 at either end of the real shots), its position features; padding ignored."""
+    g = torch.Generator().manual_seed(0)
+    lengths, I, D = [5, 3], 5, 4
+    unit = torch.nn.functional.normalize(torch.randn(2, I, D, generator=g), dim=-1)
+    valid = torch.arange(I)[None] < torch.tensor(lengths)[:, None]
+    unit = unit.masked_fill(~valid[..., None], 7.0)  # padding rows that must not count
+    positions = torch.randn(2, I, 3, generator=g)
+    got = context_features(unit, valid, positions)
+    for b, n in enumerate(lengths):
+        mean = unit[b, :n].mean(dim=0)
+        for i in range(n):
+            u = unit[b, i]
+            before = float(u @ unit[b, i - 1]) if i > 0 else 1.0
+            after = float(u @ unit[b, i + 1]) if i < n - 1 else 1.0
+            expected = torch.cat([u, u - mean, torch.tensor([before, after]), positions[b, i]])
+            assert_close(got[b, i], expected, atol=1e-6, rtol=1e-6)
+
+
 def test_checkpoint_configs_without_the_shot_prior_keep_the_papers_scoring():
-    old = {k: v for k, v in model_preset("demo").to_dict().items() if k != "shot_prior"}
-    assert ModelConfig.from_dict(old).shot_prior is False
+    old = {k: v for k, v in model_preset("demo").to_dict().items() if k not in ("shot_prior", "context_prior")}
+    assert ModelConfig.from_dict(old).shot_prior is False and ModelConfig.from_dict(old).context_prior is False
     assert model_preset("demo").shot_prior and model_preset("paper").shot_prior
+    with pytest.raises(ValueError, match="context_prior .* needs shot_prior"):
+        ModelConfig.from_dict({**old, "context_prior": True})
     with pytest.raises(ValueError, match="shot_prior must be true or false"):
         ModelConfig.from_dict({**old, "shot_prior": 1})

@@ -15,6 +15,8 @@ onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'ssmp-infer[onnx]')")
 pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip install 'ssmp-infer[onnx]')")
 
+from ssmp_infer.export import OPSET, export_onnx, read_metadata, weights_sha256  # noqa: E402
+
 from ssmp_infer.backends import TorchBackend  # noqa: E402
 from ssmp_infer.backends.onnx_backend import OnnxRuntimeBackend  # noqa: E402
 from ssmp_infer.backends.tensorrt_backend import HAS_TENSORRT, TensorRTBackend  # noqa: E402
@@ -23,7 +25,6 @@ from ssmp_infer.cli import main  # noqa: E402
 from ssmp_infer.config import DecodeConfig, ModelConfig  # noqa: E402
 from ssmp_infer.engine import Engine  # noqa: E402
 from ssmp_infer.errors import InputError  # noqa: E402
-from ssmp_infer.export import OPSET, export_onnx, read_metadata, weights_sha256  # noqa: E402
 from ssmp_infer.model import SSMPEncoder  # noqa: E402
 
 from .helpers import assert_close  # noqa: E402
@@ -36,14 +37,16 @@ TOL = dict(atol=1e-4, rtol=1e-4)
 
 def tiny_model(movie_attention, shot_prior, seed=0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(feature_dim=D, d_model=32, n_layers=2, n_heads=2, d_ff=64, dropout=0.0,
-                      temperature=0.1, movie_attention=movie_attention, shot_prior=shot_prior)
+    cfg = ModelConfig(feature_dim=D, d_model=32, n_layers=2, n_heads=2, d_ff=64, dropout=0.0, temperature=0.1,
+                      movie_attention=movie_attention, shot_prior=shot_prior, context_prior=shot_prior)
     model = SSMPEncoder(cfg).eval()
     with torch.no_grad():  # sharper than the init, so attention is far from uniform and padding would show
         for p in model.parameters():
             p.mul_(4.0 if p.dim() >= 2 else 1.0)
         if model.shot_head is not None:
             model.shot_head.weight.normal_(0.0, 0.5)  # zero at init: make b_i differ between shots
+        if model.context_prior is not None:
+            model.context_prior.mlp[-1].weight.normal_(0.0, 0.5)  # zero at init too
     return model
 
 
@@ -62,7 +65,8 @@ def padded_batch(B, I, J, seed):
 
 @pytest.fixture(scope="module")
 def prefix_export(tmp_path_factory):
-    """A prefix-attention model with a shot prior, saved as a checkpoint and exported by the CLI."""
+    """A prefix-attention model with a shot prior and its context branch, saved as a checkpoint and
+    exported by the CLI."""
     root = tmp_path_factory.mktemp("prefix")
     model = tiny_model("prefix", shot_prior=True)
     save_checkpoint(model, root / "model", provenance={})
@@ -188,9 +192,10 @@ def test_int8_export_quantises_every_linear_layer_and_stays_close(int8_export, p
         # No float MatMul reads a weight any more; each layer's weight is an int8 tensor now.
         assert not [n for n in proto.graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
         int8_weights = [t for t in weights.values() if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
-        # Each graph reads all but two linear layers (prepare: not the slot positions nor the output
-        # projection; step: not the movie positions nor the shot prior's head).
-        assert ops.count("MatMulInteger") == len(int8_weights) == n_linear - 2
+        # prepare reads all but the slot positions and the output projection; step all but the movie
+        # positions and the shot prior (its head and the context branch's two layers).
+        unread = 2 if graph == "prepare" else 4
+        assert ops.count("MatMulInteger") == len(int8_weights) == n_linear - unread
         assert ops.count("Attention") == model.cfg.n_layers  # attention stays float32
     movie, movie_valid, slots, slot_masked, slot_valid = padded_batch(3, 61, 17, seed=5)
     ref, q = TorchBackend(model), OnnxRuntimeBackend(int8_export, weights_sha256=weights_sha256(model), precision="int8")

@@ -8,13 +8,16 @@ import pytest
 import torch
 
 from ssmp_infer.checkpoint import load_checkpoint
-from ssmp_infer.config import ModelConfig, TrainConfig
+from ssmp_infer.config import MASK_SCHEDULES, ModelConfig, TrainConfig
 from ssmp_infer.data import load_split
-from ssmp_infer.selection import BestWeights, WeightAverage, split_validation, validation_scores
+from ssmp_infer.selection import (
+    BestWeights,
+    WeightAverage,
+    split_validation,
+    validation_scores,
+)
 from ssmp_infer.synth import write_dataset
-from ssmp_infer.config import MASK_SCHEDULES
 from ssmp_infer.train import (
-    FULL_RANGE_SHARE,
     SelfPacedRatio,
     StepPlan,
     lr_at,
@@ -92,15 +95,18 @@ def test_mask_schedules(schedule):
     assert ceilings == pytest.approx(expected)
 
 
-def test_ratios_are_drawn_up_to_the_ceiling_and_a_share_over_the_whole_range():
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.75])
+def test_ratios_are_drawn_up_to_the_ceiling_and_a_share_over_the_whole_range(share):
     g = torch.Generator().manual_seed(0)
-    ratios = sample_ratios(8000, 0.1, 0.3, 1.0, g, "cpu")
+    ratios = sample_ratios(8000, 0.1, 0.3, 1.0, share, g, "cpu")
     assert float(ratios.min()) >= 0.1 and float(ratios.max()) <= 1.0
     above = float((ratios > 0.3).float().mean())  # only the whole-range share goes past the ceiling
-    assert abs(above - FULL_RANGE_SHARE * 0.7 / 0.9) < 0.02
-    assert float((ratios > 0.95).float().mean()) > 0.005  # decoding's fully masked first round is covered
-    at_ceiling = sample_ratios(8000, 0.1, 1.0, 1.0, g, "cpu")  # uniform: every trailer over the whole range
+    assert abs(above - share * 0.7 / 0.9) < 0.02
+    if share:
+        assert float((ratios > 0.95).float().mean()) > 0.005  # decoding's fully masked first round is covered
+    at_ceiling = sample_ratios(8000, 0.1, 1.0, 1.0, share, g, "cpu")  # uniform: every trailer over the whole range
     assert abs(float(at_ceiling.mean()) - 0.55) < 0.01
+
 
 
 def test_lr_schedule_warms_up_then_decays():
