@@ -1,7 +1,8 @@
 """Analytic FLOP counts of the encoder's passes (multiply-adds × 2), for reports and MFU.
 
 T tokens through one layer cost 2·T·(4·d² + 2·d·d_ff) in the projections and the MLP, and 4·T·K·d in
-attention (scores and the weighted sum over K keys). Input and output projections add 2·T·D·d each.
+attention (scores and the weighted sum over K keys). Input and output projections add 2·T·D·d each,
+and the shot prior's context branch (when the model has one) its two layers per movie shot.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 
 from .config import ModelConfig
+from .context_prior import CONTEXT_HIDDEN, NEIGHBOUR_FEATURES
 
 
 def layer_flops(cfg: ModelConfig, queries: int, keys: int) -> int:
@@ -16,15 +18,27 @@ def layer_flops(cfg: ModelConfig, queries: int, keys: int) -> int:
     return 2 * queries * (4 * d * d + 2 * d * cfg.d_ff) + 4 * queries * keys * d
 
 
+def context_prior_flops(cfg: ModelConfig, shots: int) -> int:
+    """The shot prior's context branch over a movie: zero for a model without one."""
+    if not cfg.context_prior:
+        return 0
+    from .model import NUM_POSITION_FEATURES
+
+    width = 2 * cfg.feature_dim + NEIGHBOUR_FEATURES + NUM_POSITION_FEATURES
+    return 2 * shots * (width * CONTEXT_HIDDEN + CONTEXT_HIDDEN)
+
+
 def full_pass_flops(cfg: ModelConfig, shots: int, slots: int) -> int:
     """One pass over [movie ; slots]: every token through every layer (the pre-cache engine's round)."""
     tokens = shots + slots
-    return cfg.n_layers * layer_flops(cfg, tokens, tokens) + 2 * tokens * cfg.feature_dim * cfg.d_model + 2 * slots * cfg.d_model * cfg.feature_dim
+    return (cfg.n_layers * layer_flops(cfg, tokens, tokens) + 2 * tokens * cfg.feature_dim * cfg.d_model
+            + 2 * slots * cfg.d_model * cfg.feature_dim + context_prior_flops(cfg, shots))
 
 
 def prepare_flops(cfg: ModelConfig, shots: int) -> int:
     """The movie alone (prefix attention): its keys and values for every later round."""
-    return cfg.n_layers * layer_flops(cfg, shots, shots) + 2 * shots * cfg.feature_dim * cfg.d_model
+    return (cfg.n_layers * layer_flops(cfg, shots, shots) + 2 * shots * cfg.feature_dim * cfg.d_model
+            + context_prior_flops(cfg, shots))
 
 
 def step_flops(cfg: ModelConfig, shots: int, slots: int) -> int:
