@@ -108,6 +108,23 @@ def test_ratios_are_drawn_up_to_the_ceiling_and_a_share_over_the_whole_range(sha
     assert abs(float(at_ceiling.mean()) - 0.55) < 0.01
 
 
+def test_training_draws_its_ratios_with_the_configured_share(tiny_data, tmp_path, monkeypatch):
+    """The share a user sets is the share every step draws with (not a constant of the module)."""
+    import ssmp_infer.train as train_module
+
+    seen = []
+    real = train_module.sample_ratios
+
+    def recording(count, t_min, ceiling, t_max, whole_share, generator, device):
+        seen.append(whole_share)
+        return real(count, t_min, ceiling, t_max, whole_share, generator, device)
+
+    monkeypatch.setattr(train_module, "sample_ratios", recording)
+    cfg = ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0)
+    train(tiny_data, tmp_path / "m", cfg, TrainConfig(lr=1e-3, batch_size=8, epochs=1, whole_range_share=0.3),
+          log=io.StringIO())
+    assert seen and set(seen) == {0.3}
+
 
 def test_lr_schedule_warms_up_then_decays():
     cfg = TrainConfig(lr=1e-3, warmup_fraction=0.1)
