@@ -1,6 +1,7 @@
 """The baselines SSMP is compared with: trained and evaluated by the same CLI, each beats random."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -85,7 +86,7 @@ def test_trailers_are_distinct_shots_of_the_asked_length(method, tiny_data, trai
         assert all(0 <= s < e.movie.shape[0] for s in trailer)
 
 
-def test_checkpoint_records_its_method_and_other_methods_refuse_it(trained, tiny_data):
+def test_checkpoint_records_its_method_and_other_methods_refuse_it(trained, tiny_data, tmp_path):
     sr = trained["select-rank"]
     meta = json.loads((sr / "config.json").read_text())
     assert meta["method"] == "select-rank" and meta["training"]["steps"] == 162
@@ -95,12 +96,18 @@ def test_checkpoint_records_its_method_and_other_methods_refuse_it(trained, tiny
     assert "select-rank" in proc.stderr and "--method select-rank" in proc.stderr
     proc = cli("eval", "--method", "autoregressive", "--model", str(sr), "--data", str(tiny_data), check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "method select-rank" in proc.stderr
-    # the bundled SSMP model predates the method field: it is SSMP's, and a baseline refuses it
+    # the bundled SSMP model, and a copy as written before the method field existed: both are SSMP's,
+    # and a baseline refuses them
     from ssmp_infer.checkpoint import DEFAULT_MODEL_DIR
 
-    assert "method" not in json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
-    proc = cli("eval", "--method", "select-rank", "--model", str(DEFAULT_MODEL_DIR), "--data", str(tiny_data), check=False)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "method ssmp" in proc.stderr
+    legacy = tmp_path / "legacy"
+    shutil.copytree(DEFAULT_MODEL_DIR, legacy)
+    legacy_meta = json.loads((legacy / "config.json").read_text())
+    legacy_meta.pop("method", None)
+    (legacy / "config.json").write_text(json.dumps(legacy_meta))
+    for ssmp_dir in (DEFAULT_MODEL_DIR, legacy):
+        proc = cli("eval", "--method", "select-rank", "--model", str(ssmp_dir), "--data", str(tiny_data), check=False)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "method ssmp" in proc.stderr
 
 
 def test_ssmp_only_options_are_refused_not_ignored(tiny_data, trained, tmp_path):
