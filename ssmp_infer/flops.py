@@ -11,6 +11,7 @@ import math
 
 from .config import ModelConfig
 from .context_prior import CONTEXT_HIDDEN, NEIGHBOUR_FEATURES
+from .model import NUM_POSITION_FEATURES
 
 
 def layer_flops(cfg: ModelConfig, queries: int, keys: int) -> int:
@@ -22,8 +23,6 @@ def context_prior_flops(cfg: ModelConfig, shots: int) -> int:
     """The shot prior's context branch over a movie: zero for a model without one."""
     if not cfg.context_prior:
         return 0
-    from .model import NUM_POSITION_FEATURES
-
     width = 2 * cfg.feature_dim + NEIGHBOUR_FEATURES + NUM_POSITION_FEATURES
     return 2 * shots * (width * CONTEXT_HIDDEN + CONTEXT_HIDDEN)
 
