@@ -70,7 +70,7 @@ def bench_engines(engines: dict[str, Engine], shots: int, repeats: int, device: 
     for name, engine in engines.items():
         backend = engine.backend
         state = backend.prepare(movie, valid)
-        slots = state.movie_unit[:, :length]
+        slots = state.scoring_keys[:, :length]
         timed = {
             "prepare": lambda: backend.prepare(movie, valid),
             "step": lambda: backend.step(state, slots, slot_masked, slot_valid),

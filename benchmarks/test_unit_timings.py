@@ -34,7 +34,7 @@ def setup(request):
     shots = torch.randperm(I, generator=torch.Generator().manual_seed(0))[:J].to(device)[None]  # (1, J)
     slot_masked = torch.arange(J, device=device)[None] % 2 == 0
     slot_valid = torch.ones(1, J, dtype=torch.bool, device=device)
-    slots = slot_inputs(state.movie_unit, shots)
+    slots = slot_inputs(state.scoring_keys, shots)
     pred = backend.step(state, slots, slot_masked, slot_valid)
     used = torch.zeros(1, I, dtype=torch.bool, device=device).scatter_(1, shots[:, 1::2], True)
     return dict(engine=engine, movie=movie, movie_valid=movie_valid, state=state, slots=slots,
@@ -68,7 +68,7 @@ def test_step(benchmark, setup):
 def test_score_slots(benchmark, setup):
     s, temperature = setup, setup["engine"].model_config.temperature
     best, prob = timed(benchmark, setup, lambda: score_slots(
-        s["pred"], s["state"].movie_unit, s["movie_valid"], s["used"], temperature, s["state"].shot_prior))
+        s["pred"], s["state"].scoring_keys, s["movie_valid"], s["used"], temperature, s["state"].shot_prior))
     assert best.shape == (1, J) and not s["used"].gather(1, best).any()
 
 

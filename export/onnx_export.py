@@ -6,10 +6,13 @@
                   -> pred (B, J, D) f32
     full.onnx     movie, movie_valid, slots, slot_masked, slot_valid
                   -> pred, keys, values [, shot_prior]                             full attention only
+    shot_keys.onnx movie, movie_valid -> shot_keys (B, I, D) f32                   position keys only
 
 B, I and J are the symbolic dims "batch", "shots" and "slots"; everything else (D, L, H, hd) is the
-model's. The J×I scores are not an output: scoring stays in the decoder. Each file's metadata holds
-the model config (JSON) and the sha256 of the weights it was exported from, so a backend can refuse
+model's. `shot_keys` are the rows a model with position keys scores slots against and feeds to
+locked slots (`SSMPEncoder.shot_keys`); they depend on the movie alone, so every backend's `prepare`
+runs that graph whatever the model's attention. The J×I scores are not an output: scoring stays in
+the decoder. Each file's metadata holds the model config (JSON) and the sha256 of the weights it was exported from, so a backend can refuse
 files that belong to another model.
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ssmp_infer.config import ModelConfig
 from ssmp_infer.errors import InputError
@@ -37,7 +41,7 @@ from ssmp_infer.model import MovieStates, SSMPEncoder
 # 1.8x faster than opset 18's MatMul/Softmax chain). TensorRT's engines are built from opset-18 files
 # (`TENSORRT_OPSET` in tensorrt_export.py), whose MatMul/Softmax chain its builder fuses itself.
 OPSET = 23
-FORMAT = "ssmp-infer-onnx/2"  # bump when the graphs' inputs or outputs change: cached exports are redone
+FORMAT = "ssmp-infer-onnx/3"  # bump when the graphs' inputs or outputs change: cached exports are redone
 BATCH, SHOTS, SLOTS = "batch", "shots", "slots"
 META_FORMAT, META_GRAPH, META_CONFIG, META_WEIGHTS, META_PRECISION = (
     "ssmp_infer.format", "ssmp_infer.graph", "ssmp_infer.model_config", "ssmp_infer.weights_sha256", "ssmp_infer.precision",
@@ -86,10 +90,23 @@ class FullGraph(nn.Module):
         return (pred, keys, values) if states.shot_prior is None else (pred, keys, values, states.shot_prior)
 
 
+class ShotKeysGraph(nn.Module):
+    """`SSMPEncoder.shot_keys` of the unit movie."""
+
+    def __init__(self, model: SSMPEncoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, movie, movie_valid):
+        return self.model.shot_keys(F.normalize(movie.float(), dim=-1), movie_valid)
+
+
 def graph_names(cfg: ModelConfig) -> tuple[str, ...]:
     """The graphs a model needs: prepare + step under prefix attention, full + step under full attention
-    (step then reuses stale states when the caller asks for `refresh_every` > 1)."""
-    return ("prepare", "step") if cfg.movie_attention == "prefix" else ("full", "step")
+    (step then reuses stale states when the caller asks for `refresh_every` > 1); shot_keys with
+    position keys."""
+    names = ("prepare", "step") if cfg.movie_attention == "prefix" else ("full", "step")
+    return names + (("shot_keys",) if cfg.position_keys else ())
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -136,6 +153,8 @@ def _signature(cfg: ModelConfig, graph: str):
         return PrepareGraph, movie, ("keys", "values") + prior
     if graph == "step":
         return StepGraph, {**states, **slot}, ("pred",)
+    if graph == "shot_keys":
+        return ShotKeysGraph, movie, ("shot_keys",)
     return FullGraph, {**movie, **slot}, ("pred", "keys", "values") + prior
 
 
@@ -253,7 +272,7 @@ def read_metadata(directory: str | Path) -> dict:
         raise InputError(f"no ONNX export in {directory}: expected prepare.onnx or full.onnx (write one with `ssmp-infer export`)")
     seen = None
     paths = {}
-    for graph in ("prepare", "full", "step"):
+    for graph in ("prepare", "full", "step", "shot_keys"):
         path = directory / f"{graph}.onnx"
         if not path.is_file():
             continue

@@ -59,6 +59,7 @@ GRAPH_INPUTS = {
     "prepare": ("movie", "movie_valid"),
     "step": ("keys", "values", "movie_valid", "slots", "slot_masked", "slot_valid"),
     "full": ("movie", "movie_valid", "slots", "slot_masked", "slot_valid"),
+    "shot_keys": ("movie", "movie_valid"),
 }
 
 

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .config import MODES, DecodeConfig
 from .data import default_trailer_length
@@ -93,6 +94,7 @@ def plain_generate(model: SSMPEncoder, movie, length: int, steps: int = PLAIN_ST
     num_shots = movie.shape[1]
     movie_valid = torch.ones(1, num_shots, dtype=torch.bool, device=device)
     slot_valid = torch.ones(1, length, dtype=torch.bool, device=device)
+    keys = model.shot_keys(F.normalize(movie, dim=-1), movie_valid)  # scored against, read by locked slots
     shots = [-1] * length  # the movie shot in each slot; -1 while masked
     passes = 0
     for r in range(1, steps + 1):
@@ -100,10 +102,10 @@ def plain_generate(model: SSMPEncoder, movie, length: int, steps: int = PLAIN_ST
         if need <= 0:  # more rounds than slots: this round locks nothing, so it needs no pass
             continue
         masked = torch.tensor([[s < 0 for s in shots]], device=device)  # (1, J)
-        slots = movie[:, [max(s, 0) for s in shots]]  # (1, J, D); masked slots read MP inside the model
+        slots = keys[:, [max(s, 0) for s in shots]]  # (1, J, D); masked slots read MP inside the model
         pred, states = model.forward_with_states(movie, movie_valid, slots, masked, slot_valid)
         passes += 1
-        logits = score_logits(pred, movie, movie_valid, model.cfg.temperature, states.shot_prior)[0]  # (J, I)
+        logits = score_logits(pred, keys, movie_valid, model.cfg.temperature, states.shot_prior)[0]  # (J, I)
         prob = logits.softmax(dim=-1)  # P over every shot, used or not
         prob[~masked[0]] = -1.0  # locked slots take nothing
         prob[:, [s for s in shots if s >= 0]] = -1.0  # a used shot is never offered again

@@ -213,7 +213,7 @@ DECODE_ONLY_OPTIONS = (("--mode", "mode", "paper"), ("--steps", "steps", None), 
 TRAIN_ONLY_OPTIONS = (("--movie-attention", "movie_attention", DEFAULT_MOVIE_ATTENTION),
                       ("--mask-schedule", "mask_schedule", "self-paced"), ("--views", "views", None),
                       ("--shot-prior", "shot_prior", None), ("--context-prior", "context_prior", None),
-                      ("--whole-range-share", "whole_range_share", None))
+                      ("--position-keys", "position_keys", None), ("--whole-range-share", "whole_range_share", None))
 
 
 def refuse_ssmp_options(args, options) -> None:
@@ -274,7 +274,8 @@ def cmd_eval(args) -> None:
 def cmd_train(args) -> None:
     from .train import train
 
-    overrides = {k: v for k, v in (("dropout", args.dropout), ("shot_prior", args.shot_prior)) if v is not None}
+    overrides = {k: v for k, v in (("dropout", args.dropout), ("shot_prior", args.shot_prior),
+                                   ("position_keys", args.position_keys)) if v is not None}
     if args.context_prior is not None or args.shot_prior is False:  # --no-shot-prior: no branch to add either
         overrides["context_prior"] = bool(args.context_prior)
     overrides["feature_dim"] = args.feature_dim or data_feature_dim(args.data)
@@ -442,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-prior", action=argparse.BooleanOptionalAction, default=None,
                    help="add to the shot prior a small MLP's read of each shot against its movie (default: on "
                    "with the shot prior)")
+    p.add_argument("--position-keys", action=argparse.BooleanOptionalAction, default=None,
+                   help="score slots against each shot's feature plus a learned map of its position (default: on "
+                   "in both presets; --no-position-keys scores against the features alone, as the paper)")
     p.add_argument("--validation-fraction", type=float, default=None,
                    help="share of the train split held out to select the best weights (default 0.1; 0: keep the last)")
     p.add_argument("--ema-decay", type=float, default=None,

@@ -37,6 +37,9 @@ class ModelConfig:
     # cosine with its neighbours, its position (ssmp_infer/context_prior.py). Needs shot_prior; the
     # presets turn it on (measured: README, Training).
     context_prior: bool = False
+    # Score slots against position-aware keys: k_i = normalize(m_i + W_k·pos_i), not m_i alone, and feed
+    # a locked slot k_g, so a slot can say where in the movie its shot lies (see SSMPEncoder.shot_keys).
+    position_keys: bool = False
     head_dim: int = field(init=False)
 
     def __post_init__(self):
@@ -80,14 +83,15 @@ class ModelConfig:
         if unknown:
             raise InputError(f"model config has unknown fields {sorted(unknown)}")
         # Checkpoints written before the shot prior (or its context branch) existed score without it.
-        return cls(**{"shot_prior": False, "context_prior": False, **d})
+        return cls(**{"shot_prior": False, "context_prior": False, "position_keys": False, **d})
 
 
 PRESETS = {
     # As the paper reports: 4 layers, 4 heads, hidden 1024, FFN 2048 on 1024-d ImageBind features.
-    "paper": dict(d_model=1024, n_layers=4, n_heads=4, d_ff=2048, shot_prior=True, context_prior=True),
+    "paper": dict(d_model=1024, n_layers=4, n_heads=4, d_ff=2048, shot_prior=True, context_prior=True, position_keys=True),
     # Small enough to train on 2 CPU cores in minutes, same 1024-d input so real features fit it.
-    "demo": dict(d_model=192, n_layers=4, n_heads=4, d_ff=384, dropout=0.1, shot_prior=True, context_prior=True),
+    "demo": dict(d_model=192, n_layers=4, n_heads=4, d_ff=384, dropout=0.1, shot_prior=True, context_prior=True,
+                 position_keys=True),
 }
 
 

@@ -287,7 +287,7 @@ def generate(
         else:
             rounds.add_(open_.any(dim=1))
         pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
-        c = score_candidates(pred, movie_state.movie_unit, movie_valid, state.used, temperature, movie_state.shot_prior)
+        c = score_candidates(pred, movie_state.scoring_keys, movie_valid, state.used, temperature, movie_state.shot_prior)
         if config.mode == "paper":
             select_remask(c, state, q, slots, "paper", seed=seeds, round_index=round_dev)
         else:  # pinned slots are locked from the start: the schedule counts the slots they leave open
@@ -314,7 +314,7 @@ def generate(
                 open_ = ~state.locked
         if fused:  # the same decisions as below (kernels/select_remask.py), state updated in place
             if slots is None or slots.shape[0] != len(active):  # the fused round writes locked slots' rows
-                slots = slot_inputs(movie_state.movie_unit, state.shots)
+                slots = slot_inputs(movie_state.scoring_keys, state.shots)
             round_dev.fill_(r)
             last = config.mode == "paper" and r == cap
             if replay is not None and not last:
@@ -326,9 +326,9 @@ def generate(
             continue
         # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
         rounds += locks_in_round[r - 1, active].to(device) if schedule is not None else open_.any(dim=1)
-        slots = slot_inputs(movie_state.movie_unit, state.shots)
+        slots = slot_inputs(movie_state.scoring_keys, state.shots)
         pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
-        score = round_scorer(pred, movie_state.movie_unit, movie_valid, temperature, movie_state.shot_prior, rows=open_,
+        score = round_scorer(pred, movie_state.scoring_keys, movie_valid, temperature, movie_state.shot_prior, rows=open_,
                              basis=movie_state.output_basis, movie_coords=movie_state.movie_coords)
 
         if config.mode == "paper":

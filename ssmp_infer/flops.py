@@ -2,7 +2,8 @@
 
 T tokens through one layer cost 2·T·(4·d² + 2·d·d_ff) in the projections and the MLP, and 4·T·K·d in
 attention (scores and the weighted sum over K keys). Input and output projections add 2·T·D·d each,
-and the shot prior's context branch (when the model has one) its two layers per movie shot.
+and the movie-side extras (when the model has them) theirs per movie shot: the shot prior's context
+branch, two layers, and the position keys, one map of the position features to D.
 """
 
 from __future__ import annotations
@@ -27,17 +28,23 @@ def context_prior_flops(cfg: ModelConfig, shots: int) -> int:
     return 2 * shots * (width * CONTEXT_HIDDEN + CONTEXT_HIDDEN)
 
 
+def movie_extras_flops(cfg: ModelConfig, shots: int) -> int:
+    """What a model computes per movie beside its layers: the context branch and the position keys."""
+    keys = 2 * shots * NUM_POSITION_FEATURES * cfg.feature_dim if cfg.position_keys else 0
+    return context_prior_flops(cfg, shots) + keys
+
+
 def full_pass_flops(cfg: ModelConfig, shots: int, slots: int) -> int:
     """One pass over [movie ; slots]: every token through every layer (the pre-cache engine's round)."""
     tokens = shots + slots
     return (cfg.n_layers * layer_flops(cfg, tokens, tokens) + 2 * tokens * cfg.feature_dim * cfg.d_model
-            + 2 * slots * cfg.d_model * cfg.feature_dim + context_prior_flops(cfg, shots))
+            + 2 * slots * cfg.d_model * cfg.feature_dim + movie_extras_flops(cfg, shots))
 
 
 def prepare_flops(cfg: ModelConfig, shots: int) -> int:
     """The movie alone (prefix attention): its keys and values for every later round."""
     return (cfg.n_layers * layer_flops(cfg, shots, shots) + 2 * shots * cfg.feature_dim * cfg.d_model
-            + context_prior_flops(cfg, shots))
+            + movie_extras_flops(cfg, shots))
 
 
 def step_flops(cfg: ModelConfig, shots: int, slots: int) -> int:

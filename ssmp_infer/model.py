@@ -6,7 +6,9 @@ encoder predicts a feature v̂_j in R^D; `score_logits` turns it into cos(v̂_j,
 movie, the logits of P = softmax_i. With `shot_prior` a learned per-shot logit b_i, read from the
 movie token's last state (plus, with `context_prior`, a small MLP's read of the shot against its movie:
 ssmp_infer/context_prior.py), is added: the movie's context says which shots are trailer material,
-the slot's prediction says which of them fits this slot (see ModelConfig.shot_prior). Batches of
+the slot's prediction says which of them fits this slot (see ModelConfig.shot_prior). With
+`position_keys` slots are scored against k_i, the shot's feature plus a learned map of its position,
+instead of m_i (`SSMPEncoder.shot_keys`), so a prediction can say where its shot lies. Batches of
 movies with different I and J are padded; padded tokens are removed from every attention key set, so
 they never change a real token's output.
 """
@@ -200,11 +202,14 @@ class SSMPEncoder(nn.Module):
         # b_i from the movie token's last state; starts at zero so P starts as the paper's cos/tau.
         self.shot_head = nn.Linear(cfg.d_model, 1) if cfg.shot_prior else None
         self.context_prior = ContextPrior(cfg.feature_dim, NUM_POSITION_FEATURES) if cfg.context_prior else None
+        self.key_position = nn.Linear(NUM_POSITION_FEATURES, cfg.feature_dim, bias=False) if cfg.position_keys else None
         self.apply(self._init_weights)
         if self.shot_head is not None:
             nn.init.zeros_(self.shot_head.weight)
         if self.context_prior is not None:
             self.context_prior.reset_output()
+        if self.key_position is not None:
+            nn.init.zeros_(self.key_position.weight)
         # Unit input features map to content vectors of norm ~0.02·sqrt(d); these unit-norm position
         # features map to vectors POSITION_INIT_SHRINK times shorter.
         for pos in (self.movie_pos, self.slot_pos):
@@ -264,6 +269,22 @@ class SSMPEncoder(nn.Module):
         if self.context_prior is not None:
             prior = prior + self.context_prior(movie_unit, movie_valid, position_features(movie_valid)).float()
         return prior.masked_fill(~movie_valid, float("-inf"))
+
+    def shot_keys(self, movie_unit: torch.Tensor, movie_valid: torch.Tensor) -> torch.Tensor:
+        """(B, I, D) unit rows that slots are scored against and that locked slots read.
+
+        Without `position_keys` these are the unit shot features themselves (the paper). With it,
+        k_i = normalize(m_i + W_k·pos_i): a shot's feature plus a learned map of its position (the
+        features the embeddings read). Cosine scoring is linear in k, so a slot's prediction can then
+        say *where* its shot lies as well as what it shows, and a locked slot tells the encoder where
+        its shot sits. Why: when locations and cast recur through a film, what a shot shows does not
+        say when it comes, and the trailer's order follows the movie's in part. W_k starts at zero
+        (the keys start as the paper's). Padded rows keep whatever they held: they are never scored.
+        """
+        if self.key_position is None:
+            return movie_unit
+        keys = F.normalize(movie_unit.float() + self.key_position(position_features(movie_valid)), dim=-1)
+        return torch.where(movie_valid[..., None], keys, movie_unit.float())
 
     def slot_tokens(self, slots: torch.Tensor, slot_masked: torch.Tensor, slot_valid: torch.Tensor) -> torch.Tensor:
         """(B, J, D) slot inputs -> (B, J, d): unit features, or MP where masked, embedded."""

@@ -40,7 +40,7 @@ from .checkpoint import check_checkpoint_dir, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import Example, load_split, pad_batch, pad_targets, slot_inputs
 from .errors import InputError
-from .model import SSMPEncoder, num_parameters, score_logits
+from .model import SSMPEncoder, num_parameters, unit_score_logits
 from .selection import (
     BestWeights,
     ValidationSchedule,
@@ -141,7 +141,8 @@ def masked_loss(
     device = next(model.parameters()).device
     movie, movie_valid = pad_batch([e.movie for e in examples], device)
     targets = pad_targets([e.targets for e in examples], device)  # (B, J), -1 in padded slots
-    slot_in = slot_inputs(movie, targets)  # (B, J, D): unmasked slots hold m_{g_j}
+    keys = model.shot_keys(F.normalize(movie.float(), dim=-1), movie_valid)  # what slots read and are scored on
+    slot_in = slot_inputs(keys, targets)  # (B, J, D): unmasked slots hold k_{g_j}
     if views > 1:
         targets, slot_in = targets.repeat_interleave(views, 0), slot_in.repeat_interleave(views, 0)
     slot_valid = targets >= 0
@@ -153,7 +154,8 @@ def masked_loss(
         pred = model.step(states, slot_in, masked, slot_valid)
     else:
         pred, states = model.forward_with_states(movie_rep, valid_rep, slot_in, masked, slot_valid)  # (B · views, J, D)
-    all_logits = score_logits(pred, movie_rep, valid_rep, model.cfg.temperature, states.shot_prior)
+    keys_rep = keys.repeat_interleave(views, 0)  # unit rows already
+    all_logits = unit_score_logits(pred, keys_rep, valid_rep, model.cfg.temperature, states.shot_prior)
     if logits_out is not None:
         logits_out.append(all_logits)
     logits = all_logits[masked]  # (masked slots, I)

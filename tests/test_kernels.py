@@ -27,7 +27,7 @@ from ssmp_infer.config import MODES, DecodeConfig
 from ssmp_infer.errors import InputError
 from ssmp_infer.model import output_basis, unit_score_logits
 
-from .helpers import assert_close
+from .helpers import assert_close, with_position_keys
 
 # the modules (the package re-exports a function named score_slots, which `from ... import` would give)
 score_module = importlib.import_module("ssmp_infer.kernels.score_slots")
@@ -372,13 +372,16 @@ def small_movies():
 
 
 @needs_kernels
-@pytest.mark.parametrize("mode", [m for m in MODES])
-def test_whole_trailers_are_the_same_on_both_paths(mode):
+@pytest.mark.parametrize("mode,position_keys", [(m, False) for m in MODES] + [("paper", True), ("topk", True)])
+def test_whole_trailers_are_the_same_on_both_paths(mode, position_keys):
     """The bundled model (shot prior on) through Engine: the same shots, slot for slot. paper's cap is
-    low so the final greedy fill (every open slot, lists spent and re-scored) runs too."""
+    low so the final greedy fill (every open slot, lists spent and re-scored) runs too. With position
+    keys the fused round scores against the keys and writes them into the locked slots, as torch's."""
     from ssmp_infer.engine import Engine
 
     engine = Engine.load(device=str(DEVICE))
+    if position_keys:
+        engine = with_position_keys(engine)
     movies, lengths = small_movies()
     if mode not in ("paper", "topk"):  # one round per slot: keep the interpreter's run short
         movies, lengths = movies[1:], [5, 6]

@@ -3,7 +3,13 @@ import torch
 
 from ssmp_infer.config import ModelConfig, model_preset
 from ssmp_infer.context_prior import context_features
-from ssmp_infer.model import SSMPEncoder, num_parameters, score_logits, sinusoidal
+from ssmp_infer.model import (
+    SSMPEncoder,
+    num_parameters,
+    position_features,
+    score_logits,
+    sinusoidal,
+)
 
 from .helpers import assert_close
 
@@ -260,3 +266,31 @@ def test_checkpoint_configs_without_the_shot_prior_keep_the_papers_scoring():
         ModelConfig.from_dict({**old, "context_prior": True})
     with pytest.raises(ValueError, match="shot_prior must be true or false"):
         ModelConfig.from_dict({**old, "shot_prior": 1})
+
+
+def test_position_keys_start_as_the_unit_movie_and_carry_where_a_shot_lies():
+    """k_i = normalize(m_i + W_k·pos_i): the unit movie while W_k is zero (a new model scores as the
+    paper), then unit rows that tell apart two shots of the same content at different places, equal to
+    the formula by hand and unchanged by padding (padded rows are left as they were)."""
+    cfg = ModelConfig(**{**PREFIX.to_dict(), "position_keys": True})
+    model = tiny_model(cfg=cfg)
+    short, short_valid, _, _, _ = random_inputs(I=12, J=4, D=cfg.feature_dim, seed=5)
+    short[0, 11] = short[0, 0]  # the same content first and last
+    unit = torch.nn.functional.normalize(short, dim=-1)
+    assert_close(model.shot_keys(unit, short_valid), unit, atol=1e-7, rtol=1e-6)  # renormalised: rounding only
+    with torch.no_grad():
+        model.key_position.weight.normal_()  # a trained-looking map
+    keys = model.shot_keys(unit, short_valid)
+    by_hand = torch.nn.functional.normalize(unit + position_features(short_valid) @ model.key_position.weight.T, dim=-1)
+    assert_close(keys, by_hand, atol=1e-6, rtol=1e-6)
+    assert_close(keys.norm(dim=-1), torch.ones(1, 12), atol=1e-6, rtol=1e-6)
+    assert float(keys[0, 0] @ keys[0, 11]) < 0.9  # same content, different place: different keys
+    padded_unit = pad_to(unit, 15, 7.0)
+    padded = model.shot_keys(padded_unit, pad_to(short_valid, 15, False))
+    assert_close(padded[:, :12], keys, atol=1e-6, rtol=1e-6)
+    assert (padded[:, 12:] == 7.0).all()
+    without = tiny_model(cfg=PREFIX)
+    assert without.key_position is None and without.shot_keys(unit, short_valid) is unit
+    old = {k: v for k, v in cfg.to_dict().items() if k != "position_keys"}
+    assert ModelConfig.from_dict(old).position_keys is False  # checkpoints from before score as they did
+    assert model_preset("demo").position_keys and model_preset("paper").position_keys

@@ -35,10 +35,11 @@ D = 16
 TOL = dict(atol=1e-4, rtol=1e-4)
 
 
-def tiny_model(movie_attention, shot_prior, seed=0):
+def tiny_model(movie_attention, shot_prior, seed=0, position_keys=True):
     torch.manual_seed(seed)
     cfg = ModelConfig(feature_dim=D, d_model=32, n_layers=2, n_heads=2, d_ff=64, dropout=0.0, temperature=0.1,
-                      movie_attention=movie_attention, shot_prior=shot_prior, context_prior=shot_prior)
+                      movie_attention=movie_attention, shot_prior=shot_prior, context_prior=shot_prior,
+                      position_keys=position_keys)
     model = SSMPEncoder(cfg).eval()
     with torch.no_grad():  # sharper than the init, so attention is far from uniform and padding would show
         for p in model.parameters():
@@ -47,6 +48,8 @@ def tiny_model(movie_attention, shot_prior, seed=0):
             model.shot_head.weight.normal_(0.0, 0.5)  # zero at init: make b_i differ between shots
         if model.context_prior is not None:
             model.context_prior.mlp[-1].weight.normal_(0.0, 0.5)  # zero at init too
+        if model.key_position is not None:
+            model.key_position.weight.normal_(0.0, 0.5)  # zero at init: keys that are not the unit movie
     return model
 
 
@@ -65,8 +68,8 @@ def padded_batch(B, I, J, seed):
 
 @pytest.fixture(scope="module")
 def prefix_export(tmp_path_factory):
-    """A prefix-attention model with a shot prior and its context branch, saved as a checkpoint and
-    exported by the CLI."""
+    """A prefix-attention model with a shot prior, its context branch and position keys, saved as a
+    checkpoint and exported by the CLI."""
     root = tmp_path_factory.mktemp("prefix")
     model = tiny_model("prefix", shot_prior=True)
     save_checkpoint(model, root / "model", provenance={})
@@ -77,7 +80,7 @@ def prefix_export(tmp_path_factory):
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert sorted(Path(f).name for f in summary["files"]) == ["prepare.onnx", "step.onnx"]
+    assert sorted(Path(f).name for f in summary["files"]) == ["prepare.onnx", "shot_keys.onnx", "step.onnx"]
     assert summary["weights_sha256"] == weights_sha256(model)
     return model, root, out
 
@@ -85,8 +88,8 @@ def prefix_export(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
-    model = tiny_model("full", shot_prior=False, seed=1)
-    assert sorted(export_onnx(model, out)) == ["full", "step"]
+    model = tiny_model("full", shot_prior=False, seed=1)  # position keys without a shot prior
+    assert sorted(export_onnx(model, out)) == ["full", "shot_keys", "step"]
     return model, out
 
 
@@ -107,8 +110,9 @@ def test_graphs_check_have_symbolic_dims_and_carry_the_model(which, prefix_expor
         "prepare": (movie, {**states, **prior}),
         "step": ({**states, "movie_valid": movie["movie_valid"], **slots}, {"pred": ["batch", "slots", D]}),
         "full": ({**movie, **slots}, {"pred": ["batch", "slots", D], **states, **prior}),
+        "shot_keys": (movie, {"shot_keys": ["batch", "shots", D]}),
     }
-    graphs = ("prepare", "step") if which == "prefix" else ("full", "step")
+    graphs = ("prepare", "step", "shot_keys") if which == "prefix" else ("full", "step", "shot_keys")
     assert sorted(p.name for p in out.glob("*.onnx")) == sorted(f"{g}.onnx" for g in graphs)
     for graph in graphs:
         proto = onnx.load(str(out / f"{graph}.onnx"))
@@ -129,7 +133,7 @@ def test_attention_is_one_fused_node_per_layer(which, prefix_export, full_export
     """Opset 23's Attention op, which ONNX Runtime runs as one kernel, not a MatMul/Softmax chain that
     materialises every head's I×I scores."""
     model, out = (prefix_export[0], prefix_export[2]) if which == "prefix" else full_export
-    for path in out.glob("*.onnx"):
+    for path in set(out.glob("*.onnx")) - {out / "shot_keys.onnx"}:  # the keys read no attention
         ops = [node.op_type for node in onnx.load(str(path)).graph.node]
         assert ops.count("Attention") == model.cfg.n_layers, path.name
         assert "Softmax" not in ops, path.name
@@ -137,6 +141,16 @@ def test_attention_is_one_fused_node_per_layer(which, prefix_export, full_export
 
 # Two (I, J) pairs and one batch of 1, all run by the same files: a dim specialised at export fails here.
 SIZES = [(3, 23, 6), (4, 61, 17), (1, 9, 1)]
+
+
+def assert_shot_keys_match(got, want, movie_valid):
+    """The rows both backends score against: the model's position keys (not the unit movie), the same,
+    and the same in the output basis' coordinates."""
+    real = movie_valid[..., None]
+    assert want.shot_keys is not None and (want.shot_keys - want.movie_unit).abs()[movie_valid].max() > 0.1
+    assert_close(got.scoring_keys * real, want.scoring_keys * real, **TOL)
+    if want.movie_coords is not None:
+        assert_close(got.movie_coords * real, want.movie_coords * real, **TOL)
 
 
 @pytest.mark.parametrize("B,I,J", SIZES)
@@ -149,6 +163,7 @@ def test_prefix_prepare_and_step_match_torch(B, I, J, prefix_export):
     assert_close(got.cache.values, torch.stack(want.cache.values), **TOL)
     assert torch.equal(torch.isinf(got.shot_prior), ~movie_valid)
     assert_close(got.shot_prior.masked_fill(~movie_valid, 0), want.shot_prior.masked_fill(~movie_valid, 0), **TOL)
+    assert_shot_keys_match(got, want, movie_valid)
     for round_ in range(2):  # two rounds on one state: the cache is read, never changed
         masked = slot_masked if round_ == 0 else ~slot_masked
         pred = ort_backend.step(got, slots, masked, slot_valid)
@@ -166,6 +181,7 @@ def test_full_attention_full_and_step_graphs_match_torch(B, I, J, refresh_every,
     ref, ort_backend = TorchBackend(model), OnnxRuntimeBackend(out)
     movie, movie_valid, slots, slot_masked, slot_valid = padded_batch(B, I, J, seed=I + 1)
     want, got = ref.prepare(movie, movie_valid, refresh_every), ort_backend.prepare(movie, movie_valid, refresh_every)
+    assert_shot_keys_match(got, want, movie_valid)  # known before the first step: pinned slots read them
     for round_ in range(3):  # refresh_every 2: full.onnx, step.onnx on the stale states, full.onnx
         masked = slot_masked ^ (torch.arange(J) < round_)
         assert_close(ort_backend.step(got, slots, masked, slot_valid), ref.step(want, slots, masked, slot_valid), **TOL)
@@ -192,9 +208,10 @@ def test_int8_export_quantises_every_linear_layer_and_stays_close(int8_export, p
         # No float MatMul reads a weight any more; each layer's weight is an int8 tensor now.
         assert not [n for n in proto.graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
         int8_weights = [t for t in weights.values() if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
-        # prepare reads all but the slot positions and the output projection; step all but the movie
-        # positions and the shot prior (its head and the context branch's two layers).
-        unread = 2 if graph == "prepare" else 4
+        # prepare reads all but the slot positions, the output projection and the position keys; step
+        # all but the movie positions, the shot prior (its head and the context branch's two layers)
+        # and the position keys.
+        unread = 3 if graph == "prepare" else 5
         assert ops.count("MatMulInteger") == len(int8_weights) == n_linear - unread
         assert ops.count("Attention") == model.cfg.n_layers  # attention stays float32
     movie, movie_valid, slots, slot_masked, slot_valid = padded_batch(3, 61, 17, seed=5)

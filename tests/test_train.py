@@ -10,6 +10,7 @@ import torch
 from ssmp_infer.checkpoint import load_checkpoint
 from ssmp_infer.config import MASK_SCHEDULES, ModelConfig, TrainConfig
 from ssmp_infer.data import load_split
+from ssmp_infer.model import SSMPEncoder, score_logits
 from ssmp_infer.selection import (
     BestWeights,
     WeightAverage,
@@ -29,6 +30,8 @@ from ssmp_infer.train import (
     to_device,
     train,
 )
+
+from .helpers import assert_close
 
 PAPER = TrainConfig()  # t_min 0.1, t_max 1, beta 10, mu_a 0.98, mu_t 0.1
 
@@ -192,6 +195,34 @@ def test_short_training_run_learns(tiny_data, tmp_path):
     assert trained > 3 * chance, (trained, chance, log.getvalue()[-500:])
     assert trained_loss < untrained_loss - 0.2
     assert json.loads(json.dumps(summary))["mask_ceiling"] == 1.0  # uniform: every ratio up to 1
+
+
+def test_training_scores_slots_against_the_position_keys_decoding_uses(tiny_data):
+    """With position keys, training's logits are cos(v̂_j, k_i)/tau + b_i with unmasked slots reading
+    k_g: what decoding scores and feeds (a trainer that scored against the bare movie would teach a
+    model that decoding then misreads)."""
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, dropout=0.0, shot_prior=True, position_keys=True)
+    torch.manual_seed(0)
+    model = SSMPEncoder(cfg).eval()
+    with torch.no_grad():
+        model.key_position.weight.normal_()  # zero at init: keys far from the bare movie
+    example = load_split(tiny_data, "test")[0]
+    got = []
+    with torch.no_grad():
+        masked_loss(model, [example], 0.5, torch.Generator().manual_seed(3), logits_out=got)
+        movie = torch.as_tensor(example.movie, dtype=torch.float32)[None]
+        targets = torch.as_tensor(example.targets)[None]
+        movie_valid, slot_valid = torch.ones(movie.shape[:2], dtype=torch.bool), torch.ones(targets.shape, dtype=torch.bool)
+        masked = sample_slot_mask(slot_valid, torch.tensor([0.5]), torch.Generator().manual_seed(3))  # the same draw
+        keys = model.shot_keys(torch.nn.functional.normalize(movie, dim=-1), movie_valid)
+        states = model.prepare(movie, movie_valid)
+        pred = model.step(states, keys[:, targets[0]], masked, slot_valid)
+        want = score_logits(pred, keys, movie_valid, cfg.temperature, states.shot_prior)
+        bare = model.step(states, movie[:, targets[0]], masked, slot_valid)
+        bare = score_logits(bare, movie, movie_valid, cfg.temperature, states.shot_prior)
+    assert 0 < int(masked.sum()) < targets.shape[1]
+    assert_close(got[0], want, atol=1e-4, rtol=1e-4)
+    assert (got[0] - bare).abs().max() > 1.0
 
 
 def test_prior_loss_by_hand():

@@ -7,7 +7,9 @@ A backend must guarantee:
 - `prepare` keeps in the state the L2-normalised movie (`movie_unit`: decoding scores against it and
   feeds its rows to locked slots) and whatever it reuses across rounds (`cache`: for the torch backend
   the movie tokens' per-layer keys and values). For a model with a shot prior, `shot_prior` (B, I)
-  holds b_i after `prepare` (prefix attention) or after each `step` that recomputed the movie.
+  holds b_i after `prepare` (prefix attention) or after each `step` that recomputed the movie. For a
+  model with position keys, `prepare` sets `shot_keys` (`MovieState.with_keys`, whatever the
+  attention): the rows the decoder scores against and feeds to locked slots in place of `movie_unit`.
 - `step` returns what one full encoder pass over [movie ; slots] would return for the slot rows, up to
   float rounding, whenever the model reads prefix attention (the movie's states do not depend on the
   slots, so a cache is exact) or `refresh_every` is 1 (every round recomputes). For a full-attention
@@ -15,7 +17,7 @@ A backend must guarantee:
   stale, in between (an approximation the caller chose); 0 means computed once, never refreshed.
 - Padded movie shots (`movie_valid` False) and padded slots never change a real row's output.
 - Optionally, `output_basis` (D, r) with orthonormal columns spanning every prediction `step` can
-  return (r < D), and `prepare` keeps the movie in those coordinates (`movie_coords`, (B, I, r)): the
+  return (r < D), and `prepare` keeps the scored rows in those coordinates (`movie_coords`, (B, I, r)): the
   decoder then scores in r dimensions instead of D. A backend without them is scored in D.
 - `MovieState.select(rows)` keeps only movies `rows`: a batch drops finished movies without a new
   `prepare`, so a cache must be batch-first (`cache.select(rows)`).
@@ -41,7 +43,20 @@ class MovieState:
     shot_prior: torch.Tensor | None = None  # (B, I) per-shot logit b_i added to every slot's scores, if any
     step_graph: Any = None  # a backend's captured step for this state (cuda_graphs.py); never carried by select
     output_basis: torch.Tensor | None = None  # (D, r) orthonormal columns spanning every `step` output, or None
-    movie_coords: torch.Tensor | None = None  # (B, I, r) movie_unit @ output_basis, or None
+    movie_coords: torch.Tensor | None = None  # (B, I, r) keys @ output_basis, or None
+    shot_keys: torch.Tensor | None = None  # (B, I, D) unit rows scored against, if not movie_unit (position keys)
+
+    @property
+    def scoring_keys(self) -> torch.Tensor:
+        """What slots are scored against and locked slots read: the model's position-aware keys, or
+        the unit movie itself for a model without them (the paper's)."""
+        return self.movie_unit if self.shot_keys is None else self.shot_keys
+
+    def with_keys(self, keys: torch.Tensor) -> None:
+        """Score against `keys` (B, I, D) from now on (and hold them in the output basis' coordinates)."""
+        self.shot_keys = keys
+        if self.output_basis is not None:
+            self.movie_coords = keys @ self.output_basis
 
     def select(self, rows: torch.Tensor) -> "MovieState":
         """The state of movies `rows` only (a LongTensor of batch indices)."""
@@ -54,6 +69,7 @@ class MovieState:
             None if self.shot_prior is None else self.shot_prior.index_select(0, rows),
             output_basis=self.output_basis,
             movie_coords=None if self.movie_coords is None else self.movie_coords.index_select(0, rows),
+            shot_keys=None if self.shot_keys is None else self.shot_keys.index_select(0, rows),
         )
 
     def due_for_refresh(self) -> bool:

@@ -103,11 +103,13 @@ class OnnxRuntimeBackend:
             backend.output_basis = None if basis is None else basis.to(backend.device)
         return backend
 
-    def _run(self, graph: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+    def _run(self, graph: str, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The graph's outputs by name."""
         session = self.sessions[graph]
+        names = [out.name for out in session.get_outputs()]
         if not self.io_binding:
             feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in inputs.items()}
-            return [torch.from_numpy(out) for out in session.run(None, feed)]
+            return {name: torch.from_numpy(out) for name, out in zip(names, session.run(None, feed))}
         # CUDA: bind the torch tensors' memory; outputs go into torch tensors allocated here (their
         # shapes follow from the inputs', see `_output_shape`).
         binding = session.io_binding()
@@ -124,7 +126,7 @@ class OnnxRuntimeBackend:
         # Run returns after ORT's stream is done, so the outputs are ready for torch.
         torch.cuda.synchronize(self.device)
         session.run_with_iobinding(binding)
-        return outputs
+        return dict(zip(names, outputs))
 
     def _output_shape(self, name: str, inputs: dict) -> tuple[int, ...]:
         cfg = self.config
@@ -134,6 +136,8 @@ class OnnxRuntimeBackend:
             return (B, inputs["slots"].shape[1], cfg.feature_dim)
         if name == "shot_prior":
             return (B, I)
+        if name == "shot_keys":
+            return (B, I, cfg.feature_dim)
         return (cfg.n_layers, B, cfg.n_heads, I, cfg.head_dim)  # keys, values
 
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
@@ -141,20 +145,25 @@ class OnnxRuntimeBackend:
         state = movie_state(movie, movie_valid, k, self.output_basis)
         if self.config.movie_attention == "prefix":
             state.refresh_every = 0  # exact: the states never need recomputing
-            keys, values, *prior = self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid)
-            state.cache = StackedMovieStates(keys, values)
-            state.shot_prior = prior[0] if prior else None
+            self._keep_movie(state, self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid))
+        if "shot_keys" in self.sessions:  # the model's position keys: the movie alone decides them
+            state.with_keys(self._run("shot_keys", movie=state.movie_unit, movie_valid=movie_valid)["shot_keys"].to(self.device))
         return state
+
+    def _keep_movie(self, state: MovieState, out: dict) -> None:
+        """What a prepare or full run says about the movie, into the state."""
+        state.cache = StackedMovieStates(out["keys"], out["values"]) if state.refresh_every != 1 else None
+        state.shot_prior = out.get("shot_prior")
 
     def step(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor:
         slot_inputs = dict(slots=slots.float(), slot_masked=slot_masked, slot_valid=slot_valid)
         if state.due_for_refresh():
-            pred, keys, values, *prior = self._run("full", movie=state.movie_unit, movie_valid=state.movie_valid, **slot_inputs)
-            state.cache = StackedMovieStates(keys, values) if state.refresh_every != 1 else None
-            state.shot_prior = prior[0] if prior else None
+            out = self._run("full", movie=state.movie_unit, movie_valid=state.movie_valid, **slot_inputs)
+            self._keep_movie(state, out)
         else:
             cache = state.cache
-            pred = self._run("step", keys=cache.keys, values=cache.values, movie_valid=state.movie_valid, **slot_inputs)[0]
+            out = self._run("step", keys=cache.keys, values=cache.values, movie_valid=state.movie_valid, **slot_inputs)
+        pred = out["pred"]
         state.steps += 1
         return pred.to(self.device)
 

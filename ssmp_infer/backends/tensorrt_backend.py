@@ -203,6 +203,8 @@ class TensorRTBackend:
             state.shot_prior = out.get("shot_prior")
         else:
             self._check_sizes(movie_valid.shape[0], movie_valid.shape[1], None)  # refused now, not at the first step
+        if "shot_keys" in self.runners:  # the model's position keys: the movie alone decides them
+            state.with_keys(self._run("shot_keys", movie=state.movie_unit, movie_valid=movie_valid)["shot_keys"])
         return state
 
     def step(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor:

@@ -53,6 +53,8 @@ class TorchBackend:
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
         k = default_refresh_every(self.model.cfg.movie_attention) if refresh_every is None else refresh_every
         state = movie_state(movie, movie_valid, k, self.output_basis)
+        if self.model.cfg.position_keys:
+            state.with_keys(self.model.shot_keys(state.movie_unit, movie_valid).float())
         if self.model.cfg.movie_attention == "prefix" and k != 1:
             state.refresh_every = 0  # the cache is exact: a refresh would recompute the same states
             with self._autocast():
