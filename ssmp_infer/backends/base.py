@@ -8,7 +8,7 @@ A backend must guarantee:
   feeds its rows to locked slots) and whatever it reuses across rounds (`cache`: for the torch backend
   the movie tokens' per-layer keys and values). For a model with a shot prior, `shot_prior` (B, I)
   holds b_i after `prepare` (prefix attention) or after each `step` that recomputed the movie. For a
-  model with position keys, `prepare` sets `shot_keys` (`MovieState.with_keys`, whatever the
+  model with position keys, `prepare` sets `shot_keys` (`movie_state(..., keys_of)`, whatever the
   attention): the rows the decoder scores against and feeds to locked slots in place of `movie_unit`.
 - `step` returns what one full encoder pass over [movie ; slots] would return for the slot rows, up to
   float rounding, whenever the model reads prefix attention (the movie's states do not depend on the
@@ -52,12 +52,6 @@ class MovieState:
         the unit movie itself for a model without them (the paper's)."""
         return self.movie_unit if self.shot_keys is None else self.shot_keys
 
-    def with_keys(self, keys: torch.Tensor) -> None:
-        """Score against `keys` (B, I, D) from now on (and hold them in the output basis' coordinates)."""
-        self.shot_keys = keys
-        if self.output_basis is not None:
-            self.movie_coords = keys @ self.output_basis
-
     def select(self, rows: torch.Tensor) -> "MovieState":
         """The state of movies `rows` only (a LongTensor of batch indices)."""
         return MovieState(
@@ -80,12 +74,15 @@ class MovieState:
 
 
 def movie_state(movie: torch.Tensor, movie_valid: torch.Tensor, refresh_every: int,
-                output_basis: torch.Tensor | None = None) -> MovieState:
-    """What every backend's `prepare` starts from: the unit movie, and its coordinates in the backend's
-    `output_basis` when it has one."""
+                output_basis: torch.Tensor | None = None, keys_of=None) -> MovieState:
+    """What every backend's `prepare` starts from: the unit movie, the model's position keys when it has
+    them (`keys_of(unit) -> (B, I, D)`, None without), and the rows scored against in the backend's
+    `output_basis` when it has one (computed once, from the keys when there are keys)."""
     unit = F.normalize(movie.float(), dim=-1)
-    coords = None if output_basis is None else unit @ output_basis
-    return MovieState(unit, movie_valid, refresh_every, output_basis=output_basis, movie_coords=coords)
+    keys = None if keys_of is None else keys_of(unit)
+    scored = unit if keys is None else keys
+    coords = None if output_basis is None else scored @ output_basis
+    return MovieState(unit, movie_valid, refresh_every, output_basis=output_basis, movie_coords=coords, shot_keys=keys)
 
 
 @dataclass

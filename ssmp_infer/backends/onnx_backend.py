@@ -142,12 +142,13 @@ class OnnxRuntimeBackend:
 
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
         k = default_refresh_every(self.config.movie_attention) if refresh_every is None else refresh_every
-        state = movie_state(movie, movie_valid, k, self.output_basis)
+        keys_of = None
+        if "shot_keys" in self.sessions:  # the model's position keys: the movie alone decides them
+            keys_of = lambda unit: self._run("shot_keys", movie=unit, movie_valid=movie_valid)["shot_keys"].to(self.device)  # noqa: E731
+        state = movie_state(movie, movie_valid, k, self.output_basis, keys_of)
         if self.config.movie_attention == "prefix":
             state.refresh_every = 0  # exact: the states never need recomputing
             self._keep_movie(state, self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid))
-        if "shot_keys" in self.sessions:  # the model's position keys: the movie alone decides them
-            state.with_keys(self._run("shot_keys", movie=state.movie_unit, movie_valid=movie_valid)["shot_keys"].to(self.device))
         return state
 
     def _keep_movie(self, state: MovieState, out: dict) -> None:

@@ -195,7 +195,10 @@ class TensorRTBackend:
 
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
         k = default_refresh_every(self.config.movie_attention) if refresh_every is None else refresh_every
-        state = movie_state(movie, movie_valid, k)
+        keys_of = None
+        if "shot_keys" in self.runners:  # the model's position keys: the movie alone decides them
+            keys_of = lambda unit: self._run("shot_keys", movie=unit, movie_valid=movie_valid)["shot_keys"]  # noqa: E731
+        state = movie_state(movie, movie_valid, k, keys_of=keys_of)
         if self.config.movie_attention == "prefix":
             state.refresh_every = 0  # exact: the states never need recomputing
             out = self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid)
@@ -203,8 +206,6 @@ class TensorRTBackend:
             state.shot_prior = out.get("shot_prior")
         else:
             self._check_sizes(movie_valid.shape[0], movie_valid.shape[1], None)  # refused now, not at the first step
-        if "shot_keys" in self.runners:  # the model's position keys: the movie alone decides them
-            state.with_keys(self._run("shot_keys", movie=state.movie_unit, movie_valid=movie_valid)["shot_keys"])
         return state
 
     def step(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor:

@@ -52,9 +52,8 @@ class TorchBackend:
     @torch.inference_mode()
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
         k = default_refresh_every(self.model.cfg.movie_attention) if refresh_every is None else refresh_every
-        state = movie_state(movie, movie_valid, k, self.output_basis)
-        if self.model.cfg.position_keys:
-            state.with_keys(self.model.shot_keys(state.movie_unit, movie_valid).float())
+        keys_of = (lambda unit: self.model.shot_keys(unit, movie_valid).float()) if self.model.cfg.position_keys else None
+        state = movie_state(movie, movie_valid, k, self.output_basis, keys_of)
         if self.model.cfg.movie_attention == "prefix" and k != 1:
             state.refresh_every = 0  # the cache is exact: a refresh would recompute the same states
             with self._autocast():
