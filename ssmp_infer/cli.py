@@ -335,6 +335,8 @@ def cmd_synth(args) -> None:
         force=args.force,
         world_seed=args.world_seed,
         feature_dim=args.feature_dim,
+        worth=args.worth,
+        order=args.order,
     )
     print(dumps_json(summary))
 
@@ -472,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shots", type=int, default=None, help="upper end of --shots")
     p.add_argument("--feature-dim", type=int, default=1024,
                    help="shot feature size (default 1024, ImageBind's; 1280 matches the efficientnet-lite0 embedder)")
+    p.add_argument("--worth", default="mixed",
+                   help="trailer-worthiness rule: mixed (default: kind-gated factors, products, contrasts, position) "
+                   "or direction (one hidden feature direction plus scene openings)")
+    p.add_argument("--order", default="arc",
+                   help="trailer order rule: arc (default: opening act, then scenes by rising intensity) or movie")
     p.add_argument("--force", action="store_true", help="replace train/, test/ and ceiling.json in a non-empty --out")
     p.set_defaults(func=cmd_synth)
 

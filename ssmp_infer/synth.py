@@ -8,7 +8,10 @@ Everything is drawn from seeds; nothing is shared between data sets. A data set'
 - the trailer-worthiness rule: the kinds' weights, one interacting pair of factors, one factor that
   counts against its scene, one whose jump from the previous shot counts, a narrative-importance
   curve (three bumps at drawn places, a spoiler cut-off near the end) and how much each part weighs;
-- the order rule's opening act (the first 20-35% of the movie) and the intensity arc.
+- the order rule's opening act (the first 20-35% of the movie) and the intensity arc;
+- which rules it plays by (`worth`, `order`; `mixed` and `arc` unless chosen otherwise, below). A
+  `direction` world has one more unit direction u, orthogonal to all the others and drawn from a stream
+  of its own, so the draws above are the same in every world of one seed.
 
 A movie (I shots, I uniform in [min_shots, max_shots]):
 - is a run of scenes of 2-14 shots; a scene has a kind, a content vector (a mix of its kind's themes
@@ -17,28 +20,35 @@ A movie (I shots, I uniform in [min_shots, max_shots]):
 - a shot's factors z (6 values) are its scene's level plus its own, its intensity its scene's plus
   noise; with probability 0.1 a shot returns to the camera set-up of the shot two before it (shot /
   reverse shot) and is then a near-duplicate of it: same factors, same look, a tiny orthogonal jitter;
-- feature = content + 0.6 · own noise direction + 0.45 · z · factors + 0.45 · intensity · u_int.
+- feature = content + 0.6 · own noise direction + 0.45 · z · factors + 0.45 · intensity · u_int
+  (+ 0.45 · a · u in a `direction` world, a shot's latent a = 0.5 · its scene's N(0,1) + 0.85 · its own,
+  copied by a repeated set-up like the rest).
 
 Trailer-worthiness of a shot, each part standardised over the movie and weighted by the world:
-  w_kind(scene) · z   +   ± z_a z_b   +   (z_c − its scene's mean z_c)   +   |z_d − z_d of the shot before|
-  +   importance(x of its scene).
-No fixed projection of the features reads it: the linear part changes with the scene's kind, and the
-rest is products, contrasts against the scene and the neighbour, and position.
+- `mixed`:
+    w_kind(scene) · z   +   ± z_a z_b   +   (z_c − its scene's mean z_c)   +   |z_d − z_d of the shot before|
+    +   importance(x of its scene).
+  No fixed projection of the features reads it: the linear part changes with the scene's kind, and the
+  rest is products, contrasts against the scene and the neighbour, and position.
+- `direction`: sqrt(1 − s) · a + sqrt(s) · opens, with s ~ U(0.15, 0.35) per world and opens = 1 for
+  the first shot of a scene (a scene change shows in the features: a scene's shots share its content).
+  A linear read of u plus a scene-change detector (the cosine to the shot before) gets most of it.
 
 Its trailer: J = max(4, round(3.7% of I · (1 ± 13%))) shots (60-80 at CMTD's 1909), never more than I.
 1. Selection, an editor's taste: the J best of worthiness / 0.45 + Gumbel noise (a sample without
    replacement from softmax(worthiness / 0.45)), at most 2 shots per scene and 1 per camera set-up
    while the movie has enough of them.
-2. Order: shots of scenes in the opening act open the trailer in movie order; the other scenes follow
-   by rising mean intensity of their chosen shots plus noise (sd 0.35), each scene's shots together in
-   movie order.
+2. Order, `arc`: shots of scenes in the opening act open the trailer in movie order; the other scenes
+   follow by rising mean intensity of their chosen shots plus noise (sd 0.35), each scene's shots
+   together in movie order. `movie`: the chosen shots in movie order throughout.
 3. A trailer shot's feature is its movie shot re-encoded: the same vector plus isotropic noise of 25%
    of its norm (cos ≈ 0.97). g_j = argmax_i cos(v_j, m_i) recovers the source shot except, now and then
    (about 2% of slots), when a near-duplicate set-up of the same scene wins: the labels' own noise.
 
 The generator's own rule without its random parts (the J shots of highest worthiness under the same
 caps, ordered with no noise) scored against the written test split, as `eval` scores (float16 files,
-g_j by argmax, tolerance 0), is written to ROOT/ceiling.json: what a model can be measured against.
+g_j by argmax, tolerance 0), is written to ROOT/ceiling.json with the rules' names: what a model can be
+measured against.
 """
 
 from __future__ import annotations
@@ -80,20 +90,44 @@ DEFAULT_SHOTS = (1400, 2400)  # uniform: mean 1900, CMTD's movies average 1909 s
 SEED_LIMIT = 2**63
 DTYPES = (np.float16, np.float32, np.float64)
 
-RULE = (
-    "top-J shots by expected worthiness (at most 2 per scene, 1 per camera set-up), opening act in movie "
-    "order, then scenes by rising mean intensity: the generator's rule without its random parts"
-)
+WORTH_RULES = ("mixed", "direction")
+ORDER_RULES = ("arc", "movie")
+OPEN_SHARE = (0.15, 0.35)  # a direction world's weight of scene openings, uniform in this range
+HIDDEN_SCENE, HIDDEN_OWN = 0.5, 0.85  # a shot's latent along the hidden direction: scene and own parts
+RULE_TEXT = {
+    "mixed": "top-J shots by expected worthiness",
+    "direction": "top-J shots by the hidden direction's latent and scene openings",
+    "arc": "opening act in movie order, then scenes by rising mean intensity",
+    "movie": "in movie order",
+}
+
+
+def rule(worth: str = "mixed", order: str = "arc") -> str:
+    """ceiling.json's description of the noise-free rule of a world with these rules."""
+    return (
+        f"{RULE_TEXT[worth]} (at most 2 per scene, 1 per camera set-up), {RULE_TEXT[order]}: "
+        "the generator's rule without its random parts"
+    )
+
+
+def check_rule(value, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed:
+        raise InputError(f"unknown {name} {value!r}; expected one of [{', '.join(allowed)}]")
+    return value
 
 
 class World:
-    """A data set's structure: directions, scene kinds and the trailer rules, all drawn from `seed`."""
+    """A data set's structure: directions, scene kinds and the trailer rules, all drawn from `seed`;
+    `worth` and `order` name the rules it plays by (WORTH_RULES, ORDER_RULES)."""
 
-    def __init__(self, seed: int = 0, feature_dim: int = FEATURE_DIM):
+    def __init__(self, seed: int = 0, feature_dim: int = FEATURE_DIM, worth: str = "mixed", order: str = "arc"):
         check_seed(seed, "world seed")
+        self.worth_rule = check_rule(worth, WORTH_RULES, "--worth")
+        self.order_rule = check_rule(order, ORDER_RULES, "--order")
         num_dirs = NUM_FACTORS + 1 + NUM_KINDS * THEMES_PER_KIND
-        if feature_dim < num_dirs:
-            raise InputError(f"feature_dim must be at least {num_dirs}, got {feature_dim}")
+        least = num_dirs + (worth == "direction")  # room for the hidden direction too
+        if feature_dim < least:
+            raise InputError(f"feature_dim must be at least {least} in a {worth} world, got {feature_dim}")
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
         q, _ = np.linalg.qr(rng.standard_normal((feature_dim, num_dirs)))
         self.feature_dim = feature_dim
@@ -114,6 +148,13 @@ class World:
         self.shares = rng.dirichlet(np.array([0.3, 0.2, 0.15, 0.12, 0.23]) * 40)
         self.opening = rng.uniform(0.2, 0.35)
         self.arc_power = rng.uniform(1.3, 2.0)
+        self.hidden, self.open_share = None, 0.0
+        if worth == "direction":  # a stream of its own: the draws above stay those of the mixed world
+            extra = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+            u = extra.standard_normal(feature_dim)
+            u -= q @ (q.T @ u)
+            self.hidden = (u / np.linalg.norm(u)).astype(np.float32)  # (D,)
+            self.open_share = extra.uniform(*OPEN_SHARE)
 
     def importance(self, x: np.ndarray) -> np.ndarray:
         centre, width, height = self.bumps[:, :, None]
@@ -225,11 +266,18 @@ def make_movie(rng: np.random.Generator, world: World, num_shots: int) -> SynthM
     setup = idx.copy()
     for i in np.flatnonzero(repeat):  # ascending, so the shot two before is already resolved
         setup[i] = setup[i - 2]
-    for a in (z, intensity, feats):
-        a[repeat] = a[setup[repeat]]
+    direction = world.worth_rule == "direction"
+    shot_latents = [z, intensity, feats]
+    if direction:  # drawn after the mixed world's draws, which stay the same
+        a = HIDDEN_SCENE * rng.standard_normal(S)[scene] + HIDDEN_OWN * rng.standard_normal(I)  # (I,)
+        shot_latents.append(a)
+    for values in shot_latents:
+        values[repeat] = values[setup[repeat]]
     feats += content[scene]
     latent = np.c_[FACTOR_GAIN * z, INTENSITY_GAIN * intensity].astype(np.float32)
     feats += latent @ np.vstack([world.factors, world.intensity])
+    if direction:
+        feats += (FACTOR_GAIN * a).astype(np.float32)[:, None] * world.hidden
     if repeat.any():
         # near-duplicate: a jitter orthogonal to the shot, sized so that re-encoding noise picks it over the
         # original with probability P(N(0,1) > t), t ~ U(0.3, 1.5)
@@ -240,26 +288,37 @@ def make_movie(rng: np.random.Generator, world: World, num_shots: int) -> SynthM
         size = 2 * REENCODE_NOISE * t / math.sqrt(D) * np.linalg.norm(base, axis=1, keepdims=True)
         feats[repeat] = base + (size * unit_rows(jitter)).astype(np.float32)
 
-    # trailer-worthiness: the world's parts, each standardised over the movie
+    if direction:
+        opens = np.sqrt(world.open_share) * _standardise((idx == first).astype(np.float64))
+        worth = np.sqrt(1 - world.open_share) * _standardise(a) + opens
+    else:
+        worth = mixed_worth(world, z, kind[scene], scene, x)
+
+    length = trailer_length(I, rng.uniform(-1, 1))
+    taste = rng.gumbel(size=I)
+    chosen = select(worth / TASTE + taste, scene, setup, length)
+    best = select(worth, scene, setup, length)
+    if world.order_rule == "movie":
+        return SynthMovie(feats, np.sort(chosen), np.sort(best))
+    order = arrange(chosen, x, scene, intensity, world.opening, lambda n: rng.standard_normal(n))
+    return SynthMovie(feats, order, arrange(best, x, scene, intensity, world.opening, None))
+
+
+def mixed_worth(world: World, z: np.ndarray, kind: np.ndarray, scene: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The mixed rule's worthiness of each shot (factors z, its scene's kind, scene and position x): the
+    world's parts, each standardised over the movie."""
     c, j = world.contrast, world.jump
     contrast = z[:, c] - (np.bincount(scene, weights=z[:, c]) / np.bincount(scene))[scene]
     parts = np.stack(
         [
-            (world.kind_weights[kind[scene]] * z).sum(axis=1),
+            (world.kind_weights[kind] * z).sum(axis=1),
             world.pair_sign * z[:, world.pair[0]] * z[:, world.pair[1]],
             contrast,
             np.abs(np.diff(z[:, j], prepend=z[0, j])),
             world.importance(x),
         ]
     )
-    worth = np.sqrt(world.shares) @ np.stack([_standardise(p) for p in parts])  # (I,)
-
-    length = trailer_length(I, rng.uniform(-1, 1))
-    taste = rng.gumbel(size=I)
-    chosen = select(worth / TASTE + taste, scene, setup, length)
-    order = arrange(chosen, x, scene, intensity, world.opening, lambda n: rng.standard_normal(n))
-    guess = arrange(select(worth, scene, setup, length), x, scene, intensity, world.opening, None)
-    return SynthMovie(feats, order, guess)
+    return np.sqrt(world.shares) @ np.stack([_standardise(p) for p in parts])  # (I,)
 
 
 def reencode(rng: np.random.Generator, shots: np.ndarray) -> np.ndarray:
@@ -386,6 +445,8 @@ def write_dataset(
     dtype=np.float16,
     world_seed: int | None = None,
     feature_dim: int = FEATURE_DIM,
+    worth: str = "mixed",
+    order: str = "arc",
 ) -> dict:
     """Write `movies` synthetic movie/trailer pairs under ROOT in the CMTD layout, and ROOT/ceiling.json.
 
@@ -394,13 +455,14 @@ def write_dataset(
     `ssmp-synth.json` marker: `force` replaces train/, test/ and ceiling.json only in a marked ROOT and only
     if they hold nothing synth did not write; every option is checked before anything is touched. `world_seed`
     (default: `seed`) draws the structure; `seed` the movies, so fresh movies of a known world can be made.
+    `worth` and `order` choose the world's rules (WORTH_RULES, ORDER_RULES; the module docstring describes them).
     """
     world_seed = seed if world_seed is None else world_seed
     counts = check_options(movies, seed, test_fraction, min_shots, max_shots, dtype, world_seed)
+    world = World(world_seed, feature_dim, worth=worth, order=order)
     root = Path(root)
     check_root(root, force)  # every argument and the folder itself before anything is created or removed
     check_room(root, movies, min_shots, max_shots, np.dtype(dtype).itemsize, feature_dim)
-    world = World(world_seed, feature_dim)
 
     created = root  # the outermost folder this run makes (None: ROOT existed), removed if it is interrupted
     while not created.parent.exists():
@@ -434,7 +496,9 @@ def write_dataset(
             **summarise(scores),
             "split": "test",
             "tolerance": 0,
-            "rule": RULE,
+            "rule": rule(worth, order),
+            "worth": worth,
+            "order": order,
             "chance_f1": float(np.mean([j / i for i, j in zip(shots[-counts["test"] :], lengths[-counts["test"] :])])),
             "seed": seed,
             "world_seed": world_seed,
@@ -447,7 +511,8 @@ def write_dataset(
             "dtype": np.dtype(dtype).name,
         }
         write_text_atomic(work / CEILING_FILE, dumps_json(ceiling, indent=2) + "\n")
-        write_text_atomic(work / MARKER, dumps_json({"written_by": "ssmp-infer synth", "seed": seed}) + "\n")
+        marker = {"written_by": "ssmp-infer synth", "seed": seed, "worth": worth, "order": order}
+        write_text_atomic(work / MARKER, dumps_json(marker) + "\n")
         # The swap: the old data set (checked above to be synth's own) moves into the work folder, the new
         # one out of it: renames within one folder, with Ctrl-C held off so no mix of the two is left.
         with deferred_interrupts():
@@ -466,5 +531,7 @@ def write_dataset(
         "test": counts["test"],
         "seed": seed,
         "world_seed": world_seed,
+        "worth": worth,
+        "order": order,
         "ceiling_f1": ceiling["f1"],
     }

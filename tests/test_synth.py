@@ -1,6 +1,9 @@
 """The synthetic generator: its rules hold, it is deterministic, hard to shortcut, and `synth` checks its options."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +14,10 @@ from ssmp_infer.metrics import score_trailer, summarise
 from ssmp_infer.synth import (
     CEILING_FILE,
     DEFAULT_SHOTS,
+    MARKER,
     NUM_FACTORS,
+    ORDER_RULES,
+    WORTH_RULES,
     World,
     arrange,
     make_movie,
@@ -22,6 +28,8 @@ from ssmp_infer.synth import (
     trailer_length,
     write_dataset,
 )
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +166,88 @@ def test_factors_are_in_the_features():
     assert 0.3 < z.std() < 0.8
 
 
+def test_direction_world_is_read_by_its_hidden_direction_and_scene_changes():
+    """A direction world's worthiness is a hidden unit direction's latent plus scene openings: reading u
+    from the features, and the drop in cosine to the shot before, gets most of the trailer; the same read
+    of u in the mixed world of the same seed (where u is just a random direction) is chance."""
+    mixed, direction = World(4), World(4, worth="direction")
+    others = np.vstack([mixed.factors, mixed.intensity[None], mixed.themes.reshape(-1, 1024)])
+    assert mixed.hidden is None and abs(np.linalg.norm(direction.hidden) - 1) < 1e-5
+    assert np.abs(others @ direction.hidden).max() < 1e-5  # orthogonal to every other direction
+    assert np.array_equal(direction.factors, mixed.factors) and np.array_equal(direction.themes, mixed.themes)
+    assert 0.15 <= direction.open_share <= 0.35
+
+    def change(m):  # high where a shot does not look like the one before: a new scene's first shot
+        f = m.features / np.linalg.norm(m.features, axis=1, keepdims=True)
+        return -np.r_[1.0, (f[1:] * f[:-1]).sum(1)]
+
+    def coords(m):
+        return np.c_[m.features @ direction.hidden, change(m), np.ones(len(m.features))]
+
+    chance = trailer_length(400) / 400
+    own, other = movies(direction, 15, 400, stream=1), movies(mixed, 15, 400, stream=1)
+    read = np.mean([top_f1(m.features @ direction.hidden, m) for m in own])
+    random_read = np.mean([top_f1(m.features @ direction.hidden, m) for m in other])
+    cuts = np.mean([top_f1(change(m), m) for m in own])
+    # a least-squares scorer on the two readings, fitted on other movies of the world
+    train = movies(direction, 15, 400, stream=2)
+    y = np.concatenate([np.isin(np.arange(len(m.features)), m.order) for m in train]).astype(float)
+    beta = np.linalg.lstsq(np.vstack([coords(m) for m in train]), y, rcond=None)[0]
+    both = np.mean([top_f1(coords(m) @ beta, m) for m in own])
+    ceiling = np.mean([score_trailer(m.guess.tolist(), m.order.tolist()).f1 for m in own])
+    assert read > 4 * chance and cuts > 2 * chance and random_read < 2 * chance, (read, cuts, random_read, chance)
+    assert both > max(read, cuts) and both > 0.75 * ceiling, (both, read, cuts, ceiling)
+
+
+def test_movie_order_keeps_the_selection_and_sorts_it():
+    """`order="movie"` changes only the order: the same shots as the arc world's, in movie order, and the
+    noise-free guess too (checked on make_movie's own shots, not through the labels' noise)."""
+    for worth in WORTH_RULES:
+        arc, plain = World(6, worth=worth), World(6, worth=worth, order="movie")
+        for k in range(8):
+            a, m = (make_movie(np.random.default_rng([2, k]), w, 300) for w in (arc, plain))
+            assert np.array_equal(a.features, m.features)
+            assert sorted(a.order.tolist()) == m.order.tolist() and sorted(a.guess.tolist()) == m.guess.tolist()
+            assert m.order.dtype == m.guess.dtype == np.int64
+        assert not all(np.all(np.diff(m.order) > 0) for m in movies(arc, 8, 300, stream=2))  # arc is not movie order
+
+
 # --- data sets ----------------------------------------------------------------------------------
+
+
+def test_default_world_remakes_the_example_movie(capsys, tmp_path):
+    """Default worlds are untouched by the rule options: the README's command remakes examples/ bit for bit."""
+    root = tmp_path / "ex"
+    args = ("--out", root, "--movies", 2, "--seed", 7, "--world-seed", 0, "--shots", "500-700", "--test-fraction", 0.5)
+    assert run_cli(capsys, *args)[0] == 0
+    for sub, name in ((MOVIE_DIR, "movie.npy"), (TRAILER_DIR, "trailer.npy")):
+        assert (root / "test" / sub / "movie_0001.npy").read_bytes() == (EXAMPLES / name).read_bytes(), name
+    ceiling = json.loads((root / CEILING_FILE).read_text())
+    assert (ceiling["worth"], ceiling["order"], ceiling["f1"]) == ("mixed", "arc", 0.56)
+    assert "rising mean intensity" in ceiling["rule"]
+
+
+def test_direction_movie_world_on_disk(tmp_path):
+    """A direction world in movie order: ceiling.json and the marker name its rules, the ceiling is the
+    world's own rule scored against the files (far above chance), and every test trailer's targets rise."""
+    root = tmp_path / "d"
+    write_dataset(root, movies=8, seed=5, test_fraction=0.5, min_shots=200, max_shots=300, worth="direction", order="movie")
+    ceiling = json.loads((root / CEILING_FILE).read_text())
+    marker = json.loads((root / MARKER).read_text())
+    assert (ceiling["worth"], ceiling["order"]) == (marker["worth"], marker["order"]) == ("direction", "movie")
+    assert "hidden direction" in ceiling["rule"] and "in movie order" in ceiling["rule"]
+    assert ceiling["f1"] > 6 * ceiling["chance_f1"] and ceiling["aa"] > 0.9, ceiling
+    world = World(5, worth="direction", order="movie")
+    scores, rising = [], []
+    for example in load_split(root, "test"):
+        rng = movie_rng(5, int(example.name.split("_")[1]))
+        guess = make_movie(rng, world, int(rng.integers(200, 301))).guess
+        scores.append(score_trailer(guess.tolist(), example.targets.tolist(), 0))
+        rising.append(np.mean(np.diff(example.targets) > 0))
+    assert {k: summarise(scores)[k] for k in ("f1", "ld", "aa")} == {k: ceiling[k] for k in ("f1", "ld", "aa")}
+    assert min(rising) > 0.8 and np.mean(rising) > 0.95, rising  # movie order, up to the labels' own noise
+
+
 
 
 def test_dataset_sizes_layout_and_dtype(data):
@@ -268,6 +357,25 @@ def test_bad_options_create_nothing(capsys, tmp_path, args, words):
     out = tmp_path / "parent" / "d"
     assert_one_line_error(run_cli(capsys, "--out", out, *args), *words)
     assert not (tmp_path / "parent").exists()
+
+
+@pytest.mark.parametrize("option, allowed", [("--worth", WORTH_RULES), ("--order", ORDER_RULES)])
+def test_unknown_rule_is_one_sentence_from_the_command(tmp_path, option, allowed):
+    out = tmp_path / "d"
+    result = subprocess.run(
+        [sys.executable, "-m", "ssmp_infer.cli", "synth", "--out", str(out), option, "nope", "--shots", "8"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"unknown {option} 'nope'; expected one of [{', '.join(allowed)}]" in lines[0], lines
+    assert not out.exists()
+
+
+def test_direction_world_needs_room_for_its_direction(capsys, tmp_path):
+    assert_one_line_error(run_cli(capsys, "--out", tmp_path / "d", "--worth", "direction", "--feature-dim", 39), "40")
+    assert World(0, feature_dim=39).factors.shape == (NUM_FACTORS, 39)  # a mixed world needs one fewer
 
 
 def test_shot_range():
