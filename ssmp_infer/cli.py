@@ -337,6 +337,7 @@ def cmd_synth(args) -> None:
         feature_dim=args.feature_dim,
         worth=args.worth,
         order=args.order,
+        trailer_fraction=args.trailer_fraction,
     )
     print(dumps_json(summary))
 
@@ -479,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "or direction (one hidden feature direction plus scene openings)")
     p.add_argument("--order", default="arc",
                    help="trailer order rule: arc (default: opening act, then scenes by rising intensity) or movie")
+    p.add_argument("--trailer-fraction", type=float, default=0.037,
+                   help="share of a movie's shots its trailer holds, ±13%% per movie, at least 4 shots "
+                   "(default 0.037, CMTD's; at most 0.5)")
     p.add_argument("--force", action="store_true", help="replace train/, test/ and ceiling.json in a non-empty --out")
     p.set_defaults(func=cmd_synth)
 

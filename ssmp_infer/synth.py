@@ -9,7 +9,8 @@ Everything is drawn from seeds; nothing is shared between data sets. A data set'
   counts against its scene, one whose jump from the previous shot counts, a narrative-importance
   curve (three bumps at drawn places, a spoiler cut-off near the end) and how much each part weighs;
 - the order rule's opening act (the first 20-35% of the movie) and the intensity arc;
-- which rules it plays by (`worth`, `order`; `mixed` and `arc` unless chosen otherwise, below). A
+- which rules it plays by (`worth`, `order`; `mixed` and `arc` unless chosen otherwise, below) and
+  how large a share of its movie a trailer is (`trailer_fraction`, below). A
   `direction` world has one more unit direction u, orthogonal to all the others and drawn from a stream
   of its own, so the draws above are the same in every world of one seed.
 
@@ -34,7 +35,9 @@ Trailer-worthiness of a shot, each part standardised over the movie and weighted
   the first shot of a scene (a scene change shows in the features: a scene's shots share its content).
   A linear read of u plus a scene-change detector (the cosine to the shot before) gets most of it.
 
-Its trailer: J = max(4, round(3.7% of I · (1 ± 13%))) shots (60-80 at CMTD's 1909), never more than I.
+Its trailer: J = max(4, round(f · I · (1 ± 13%))) shots, never more than I, f the world's `trailer_fraction`
+(in (0, 0.5], recorded in ceiling.json and the ssmp-synth.json marker; by default CMTD's 3.7%: 60-80 shots
+at its 1909).
 1. Selection, an editor's taste: the J best of worthiness / 0.45 + Gumbel noise (a sample without
    replacement from softmax(worthiness / 0.45)), at most 2 shots per scene and 1 per camera set-up
    while the movie has enough of them.
@@ -76,7 +79,8 @@ NUM_FACTORS, NUM_KINDS, THEMES_PER_KIND = 6, 4, 8
 SHOT_NOISE, FACTOR_GAIN, INTENSITY_GAIN = 0.6, 0.45, 0.45
 SCENE_SHOTS = (2, 14)  # inclusive
 REPEAT_SETUP = 0.1  # chance a shot returns to the set-up of the shot two before it
-TRAILER_JITTER = 0.13  # J = 3.7% of I, ± this share
+TRAILER_JITTER = 0.13  # J = the world's trailer fraction of I, ± this share
+MAX_TRAILER_FRACTION = 0.5  # a trailer of more than half its movie is no longer a selection
 MIN_TRAILER = 4
 TASTE = 0.45  # temperature of the editor's sample over worthiness
 SCENE_CAP = 2
@@ -116,14 +120,23 @@ def check_rule(value, allowed: tuple[str, ...], name: str) -> str:
     return value
 
 
+def check_trailer_fraction(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= MAX_TRAILER_FRACTION:
+        raise InputError(f"--trailer-fraction must be in (0, {MAX_TRAILER_FRACTION:g}], got {value}")
+    return float(value)
+
+
 class World:
     """A data set's structure: directions, scene kinds and the trailer rules, all drawn from `seed`;
-    `worth` and `order` name the rules it plays by (WORTH_RULES, ORDER_RULES)."""
+    `worth` and `order` name the rules it plays by (WORTH_RULES, ORDER_RULES), `trailer_fraction` the
+    share of a movie's shots its trailer holds (drawing nothing: the directions and movies stay the same)."""
 
-    def __init__(self, seed: int = 0, feature_dim: int = FEATURE_DIM, worth: str = "mixed", order: str = "arc"):
+    def __init__(self, seed: int = 0, feature_dim: int = FEATURE_DIM, worth: str = "mixed", order: str = "arc",
+                 trailer_fraction: float = DEFAULT_TRAILER_FRACTION):
         check_seed(seed, "world seed")
         self.worth_rule = check_rule(worth, WORTH_RULES, "--worth")
         self.order_rule = check_rule(order, ORDER_RULES, "--order")
+        self.trailer_fraction = check_trailer_fraction(trailer_fraction)
         num_dirs = NUM_FACTORS + 1 + NUM_KINDS * THEMES_PER_KIND
         least = num_dirs + (worth == "direction")  # room for the hidden direction too
         if feature_dim < least:
@@ -182,9 +195,10 @@ def check_seed(seed, name: str = "--seed") -> int:
     return int(seed)
 
 
-def trailer_length(num_shots: int, jitter: float = 0.0) -> int:
-    """J for an I-shot movie; `jitter` in [-1, 1] moves it by up to ±13% (60-80 shots at I = 1909)."""
-    raw = round(DEFAULT_TRAILER_FRACTION * num_shots * (1 + TRAILER_JITTER * jitter))
+def trailer_length(num_shots: int, jitter: float = 0.0, fraction: float = DEFAULT_TRAILER_FRACTION) -> int:
+    """J for an I-shot movie: `fraction` of I, which `jitter` in [-1, 1] moves by up to ±13% (60-80 shots at
+    I = 1909 and the default 3.7%)."""
+    raw = round(fraction * num_shots * (1 + TRAILER_JITTER * jitter))
     return min(num_shots, max(MIN_TRAILER, raw))
 
 
@@ -294,7 +308,7 @@ def make_movie(rng: np.random.Generator, world: World, num_shots: int) -> SynthM
     else:
         worth = mixed_worth(world, z, kind[scene], scene, x)
 
-    length = trailer_length(I, rng.uniform(-1, 1))
+    length = trailer_length(I, rng.uniform(-1, 1), world.trailer_fraction)
     taste = rng.gumbel(size=I)
     chosen = select(worth / TASTE + taste, scene, setup, length)
     best = select(worth, scene, setup, length)
@@ -409,11 +423,12 @@ def _foreign(split_dir: Path):
                 yield f
 
 
-def check_room(root: Path, movies: int, min_shots: int, max_shots: int, itemsize: int, feature_dim: int) -> None:
+def check_room(root: Path, movies: int, min_shots: int, max_shots: int, itemsize: int, feature_dim: int,
+               trailer_fraction: float = DEFAULT_TRAILER_FRACTION) -> None:
     """Refuse sizes the disk or the memory cannot hold, before any work (the new set is built beside the
     old one, so the disk must hold it whole)."""
     mean_shots = (min_shots + max_shots) / 2
-    trailer_share = DEFAULT_TRAILER_FRACTION * (1 + TRAILER_JITTER)
+    trailer_share = trailer_fraction * (1 + TRAILER_JITTER)
     disk = movies * mean_shots * (1 + trailer_share) * feature_dim * itemsize
     target = root
     while not target.exists() and target.parent != target:
@@ -425,7 +440,7 @@ def check_room(root: Path, movies: int, min_shots: int, max_shots: int, itemsize
             f"{target} has {free / 2**30:.3g} GiB free"
         )
     # make_movie holds about eight (I, D) float32 arrays at its peak, and the ceiling a (J, I) score matrix
-    peak = max_shots * feature_dim * 4 * 8 + trailer_length(max_shots, 1.0) * max_shots * 8
+    peak = max_shots * feature_dim * 4 * 8 + trailer_length(max_shots, 1.0, trailer_fraction) * max_shots * 8
     available = memory_available()
     if peak > available:
         raise InputError(
@@ -447,6 +462,7 @@ def write_dataset(
     feature_dim: int = FEATURE_DIM,
     worth: str = "mixed",
     order: str = "arc",
+    trailer_fraction: float = DEFAULT_TRAILER_FRACTION,
 ) -> dict:
     """Write `movies` synthetic movie/trailer pairs under ROOT in the CMTD layout, and ROOT/ceiling.json.
 
@@ -455,14 +471,15 @@ def write_dataset(
     `ssmp-synth.json` marker: `force` replaces train/, test/ and ceiling.json only in a marked ROOT and only
     if they hold nothing synth did not write; every option is checked before anything is touched. `world_seed`
     (default: `seed`) draws the structure; `seed` the movies, so fresh movies of a known world can be made.
-    `worth` and `order` choose the world's rules (WORTH_RULES, ORDER_RULES; the module docstring describes them).
+    `worth` and `order` choose the world's rules (WORTH_RULES, ORDER_RULES; the module docstring describes them),
+    `trailer_fraction` the share of a movie's shots its trailer holds (CMTD's 3.7% by default).
     """
     world_seed = seed if world_seed is None else world_seed
     counts = check_options(movies, seed, test_fraction, min_shots, max_shots, dtype, world_seed)
-    world = World(world_seed, feature_dim, worth=worth, order=order)
+    world = World(world_seed, feature_dim, worth=worth, order=order, trailer_fraction=trailer_fraction)
     root = Path(root)
     check_root(root, force)  # every argument and the folder itself before anything is created or removed
-    check_room(root, movies, min_shots, max_shots, np.dtype(dtype).itemsize, feature_dim)
+    check_room(root, movies, min_shots, max_shots, np.dtype(dtype).itemsize, feature_dim, world.trailer_fraction)
 
     created = root  # the outermost folder this run makes (None: ROOT existed), removed if it is interrupted
     while not created.parent.exists():
@@ -499,6 +516,7 @@ def write_dataset(
             "rule": rule(worth, order),
             "worth": worth,
             "order": order,
+            "trailer_fraction": world.trailer_fraction,
             "chance_f1": float(np.mean([j / i for i, j in zip(shots[-counts["test"] :], lengths[-counts["test"] :])])),
             "seed": seed,
             "world_seed": world_seed,
@@ -511,7 +529,8 @@ def write_dataset(
             "dtype": np.dtype(dtype).name,
         }
         write_text_atomic(work / CEILING_FILE, dumps_json(ceiling, indent=2) + "\n")
-        marker = {"written_by": "ssmp-infer synth", "seed": seed, "worth": worth, "order": order}
+        marker = {"written_by": "ssmp-infer synth", "seed": seed, "worth": worth, "order": order,
+                  "trailer_fraction": world.trailer_fraction}
         write_text_atomic(work / MARKER, dumps_json(marker) + "\n")
         # The swap: the old data set (checked above to be synth's own) moves into the work folder, the new
         # one out of it: renames within one folder, with Ctrl-C held off so no mix of the two is left.
@@ -533,5 +552,6 @@ def write_dataset(
         "world_seed": world_seed,
         "worth": worth,
         "order": order,
+        "trailer_fraction": world.trailer_fraction,
         "ceiling_f1": ceiling["f1"],
     }

@@ -393,3 +393,66 @@ def test_force_replaces_only_what_synth_wrote(capsys, tmp_path):
     assert run_cli(capsys, "--out", root, "--movies", 2, "--shots", "8-10", "--seed", 4, "--force")[0] == 0
     assert len(list(root.rglob("*.npy"))) == 4 and (root / "notes.txt").read_text() == "mine"
     assert json.loads((root / CEILING_FILE).read_text())["seed"] == 4
+
+
+# --- trailer fraction ---------------------------------------------------------------------------
+
+
+def test_trailer_fraction_sets_the_trailer_share_and_nothing_else():
+    """A 7% world (the held-out set's 24-48 of 250-700 shots): each J is 7% of I within the ±13% jitter,
+    at least 4, never more than I, and the movies are those of the default world of the same seed."""
+    seven, default = World(3, trailer_fraction=0.07), World(3)
+    assert seven.trailer_fraction == 0.07 and default.trailer_fraction == 0.037
+    assert trailer_length(500, 0, 0.07) == 35 and trailer_length(100_000, 0, 0.07) == 7000
+    shares = []
+    for k, shots in enumerate((250, 310, 420, 530, 700, 260, 380, 640)):
+        a, b = (make_movie(np.random.default_rng([4, k]), w, shots) for w in (seven, default))
+        assert np.array_equal(a.features, b.features)  # the fraction draws nothing
+        J = len(a.order)
+        assert max(4, round(0.07 * shots * 0.87)) <= J <= max(4, round(0.07 * shots * 1.13)), (shots, J)
+        assert len(a.guess) == J and len(set(a.order.tolist())) == J and J > 1.5 * len(b.order)
+        shares.append(J / shots)
+    assert 0.07 * 0.87 <= np.mean(shares) <= 0.07 * 1.13, shares
+    for shots in (3, 8, 20):  # short movies: at least 4 shots, never more than the movie
+        assert len(make_movie(np.random.default_rng(shots), seven, shots).order) == min(4, shots)
+
+
+def test_trailer_fraction_on_disk(tmp_path):
+    root = tmp_path / "seven"
+    summary = write_dataset(root, movies=6, seed=5, test_fraction=0.5, min_shots=250, max_shots=350,
+                            feature_dim=64, trailer_fraction=0.07)
+    ceiling = json.loads((root / CEILING_FILE).read_text())
+    marker = json.loads((root / MARKER).read_text())
+    assert summary["trailer_fraction"] == ceiling["trailer_fraction"] == marker["trailer_fraction"] == 0.07
+    assert 0.07 * 0.87 <= ceiling["mean_trailer_shots"] / ceiling["mean_shots"] <= 0.07 * 1.13, ceiling
+    for split in ("train", "test"):
+        for path in (root / split / TRAILER_DIR).glob("*.npy"):
+            shots = len(np.load(root / split / MOVIE_DIR / path.name))
+            assert round(0.07 * shots * 0.87) <= len(np.load(path)) <= round(0.07 * shots * 1.13)
+
+
+def test_room_check_counts_the_trailer_fraction(monkeypatch, tmp_path):
+    """10 movies of 1000 shots, 64-d float16: about 1.33 MB at 3.7%, 2.0 MB at 50%; 1.6 MB free holds only the first."""
+    from types import SimpleNamespace
+
+    from ssmp_infer import synth
+
+    monkeypatch.setattr(synth.shutil, "disk_usage", lambda path: SimpleNamespace(free=1_600_000))
+    synth.check_room(tmp_path / "d", 10, 1000, 1000, 2, 64)
+    with pytest.raises(synth.InputError, match="on disk"):
+        synth.check_room(tmp_path / "d", 10, 1000, 1000, 2, 64, trailer_fraction=0.5)
+
+
+@pytest.mark.parametrize("value", ["0.9", "0", "-0.1", "nan"])
+def test_bad_trailer_fraction_is_one_sentence_from_the_command(tmp_path, value):
+    out = tmp_path / "parent" / "d"
+    result = subprocess.run(
+        [sys.executable, "-m", "ssmp_infer.cli", "synth", "--out", str(out), "--trailer-fraction", value, "--shots", "8"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--trailer-fraction must be in (0, 0.5], got {float(value)}" in lines[0], lines
+    assert not (tmp_path / "parent").exists()
+    assert World(0, trailer_fraction=0.5).trailer_fraction == 0.5  # the upper end is allowed
