@@ -293,6 +293,9 @@ def cmd_train(args) -> None:
         whole_range_share=args.whole_range_share,
         validation_fraction=args.validation_fraction,
         ema_decay=args.ema_decay,
+        patience=args.patience,
+        feature_noise=args.feature_noise,
+        crop_shots=args.crop_shots,
     )
     if args.method != "ssmp":
         from .baselines import BaselineConfig, train_baseline
@@ -450,12 +453,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score slots against each shot's feature plus a learned map of its position (default: on "
                    "in both presets; --no-position-keys scores against the features alone, as the paper)")
     p.add_argument("--validation-fraction", type=float, default=None,
-                   help="share of the train split held out to select the best weights (default 0.1; 0: keep the last)")
+                   help="share of the train split held out to select the weights whose trailers score best there "
+                   "(default 0.15, fewer once their trailers hold 600 slots; 0: keep the last weights)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop when the held-out trailers have not improved for this many of the run's 24 validation "
+                   "points (default 8; 0: never)")
+    p.add_argument("--crop-shots", type=int, default=None,
+                   help="train on random windows of this many shots of longer movies, each shot keeping its place "
+                   "in the whole movie (default 512; 0: whole movies)")
+    p.add_argument("--feature-noise", type=float, default=None,
+                   help="re-encoding noise on the movie features while training, a share of each feature's norm "
+                   "(default 0.1; 0: none)")
     p.add_argument("--ema-decay", type=float, default=None,
                    help="validate and save a moving average of the weights with this decay (default 0.99; 0: the raw weights)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the train split (default: the preset's)")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="time budget: the schedule is planned to fit it, then training stops cleanly and saves")
+                   help="time budget: warm-up and decay follow the elapsed share of it, and the run validates, "
+                   "saves and ends within it")
     p.add_argument("--batch-size", type=int, default=None, help="movies per step (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     p.add_argument("--seed", type=seed_arg, default=0)

@@ -11,7 +11,7 @@ numbers are those of the `eval` command it records.
 Training runs are subprocesses, `python -m ssmp_infer.cli train ...`: each is the command a user would
 type (recorded beside its result), it gives its memory back when it ends, and a crash or an interrupt
 in one leaves no half-written result behind. The price, importing torch and reading the training split
-once per run, is paid before the budget's clock starts (`train.StepPlan` starts after loading), so it
+once per run, is paid before the budget's clock starts (`trainer.Budget` starts after loading), so it
 is the same for every method.
 
 DIR holds: runs/RUN/seedS/ (checkpoint + train.log), results/ROW/seedS.json (one row's scores for one
@@ -182,7 +182,7 @@ def training_facts(model_dir: Path | None) -> dict:
         return {}
     meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     t = meta.get("training", {})
-    return {"steps": t.get("steps"), "planned_steps": t.get("planned_steps"), "selected_step": t.get("selected_step"),
+    return {"steps": t.get("steps"), "stopped": t.get("stopped"), "selected_step": t.get("selected_step"),
             "train_minutes": t.get("minutes"), "model_dir": str(model_dir)}
 
 

@@ -165,6 +165,8 @@ class DecodeConfig:
 
 MAX_VIEWS = 64
 MAX_LR = 1.0
+# Noise as large as the feature itself leaves a shot's direction barely recognisable.
+MAX_FEATURE_NOISE = 1.0
 
 
 @dataclass
@@ -185,7 +187,15 @@ class TrainConfig:
     # pass (cheap); under full attention each is a whole pass. None: 4 for prefix, 1 for full.
     views: int | None = None
     # Share of the training movies held out to pick the best weights (0: train on all, save the last).
-    validation_fraction: float = 0.1
+    validation_fraction: float = 0.15
+    # Stop when the held-out trailers have not improved for this many validation points (of 24 in a
+    # run; 0: never): a data set too small for its budget stops instead of overfitting for minutes.
+    patience: int = 8
+    # Re-encoding noise on the movie features while training, as a share of each feature's norm
+    # (trainer.augment; 0: none).
+    feature_noise: float = 0.1
+    # Train on random windows of this many shots of longer movies (trainer.crop; 0: whole movies).
+    crop_shots: int = 512
     # Self-paced mask ratio (paper's reported values).
     t_min: float = 0.1
     t_max: float = 1.0
@@ -218,6 +228,12 @@ class TrainConfig:
             raise InputError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
         if self.mask_schedule not in MASK_SCHEDULES:
             raise InputError(f"unknown mask schedule {self.mask_schedule!r}; expected one of {list(MASK_SCHEDULES)}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise InputError(f"--patience must be a whole number of validation points, 0 or more, got {self.patience}")
+        if isinstance(self.crop_shots, bool) or not isinstance(self.crop_shots, int) or self.crop_shots < 0:
+            raise InputError(f"--crop-shots must be a whole number of shots, 0 (whole movies) or more, got {self.crop_shots}")
+        if not 0 <= self.feature_noise <= MAX_FEATURE_NOISE:
+            raise InputError(f"--feature-noise must be from 0 to {MAX_FEATURE_NOISE:g}, got {self.feature_noise}")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.whole_range_share <= 1:

@@ -53,6 +53,17 @@ class Example:
     movie: np.ndarray  # (I, D) float32
     trailer: np.ndarray  # (J, D) float32
     targets: np.ndarray  # (J,) int64: g_j
+    # Training crops (trainer.crop): (index of the crop's first shot in its movie, the movie's shot count),
+    # so that the crop's shots get their places in the whole movie; None: the whole movie.
+    window: tuple[int, int] | None = None
+
+
+def movie_windows(examples: list[Example], device) -> torch.Tensor | None:
+    """(B, 2) int64 windows of a batch for `model.position_features`, or None when no movie is cropped."""
+    if all(e.window is None for e in examples):
+        return None
+    rows = [e.window if e.window is not None else (0, len(e.movie)) for e in examples]
+    return torch.tensor(rows, dtype=torch.int64, device=device)
 
 
 def load_split(root: str | Path, split: str, feature_dim: int | None = None) -> list[Example]:

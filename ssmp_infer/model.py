@@ -41,25 +41,39 @@ def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return F.pad(table, (0, dim - 2 * half))
 
 
-def fraction_features(valid: torch.Tensor) -> torch.Tensor:
-    """(B, T) validity -> (B, T, 2F) Fourier features of index / (length - 1) in [0, 1]."""
+def fraction_features(valid: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) validity -> (B, T, 2F) Fourier features of index / (length - 1) in [0, 1].
+
+    `window` (B, 2) int64: each row is a crop of a longer sequence, (index of its first token there,
+    that sequence's length); the fractions are then those of the whole sequence (see `position_features`).
+    """
     index = torch.cumsum(valid.to(torch.float32), dim=1) - 1.0  # padded tokens come after the real ones
     length = valid.sum(dim=1, keepdim=True).to(torch.float32)
+    if window is not None:
+        index = index + window[:, :1].to(torch.float32)
+        length = window[:, 1:].to(torch.float32)
     frac = (index / (length - 1.0).clamp(min=1.0)).clamp(0.0, 1.0)  # (B, T)
     k = torch.arange(1, NUM_FRACTION_FREQS + 1, device=valid.device, dtype=torch.float32)
     angles = math.pi * frac[..., None] * k
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-def position_features(valid: torch.Tensor) -> torch.Tensor:
+def position_features(valid: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T) validity -> (B, T, P) unit-norm features of a token's index and of its fraction of the length.
 
     Both parts are fixed functions with no maximum length; a learned linear map turns them into the
     position embedding. Each part has norm 1/sqrt(2), so the whole vector has norm 1.
+
+    `window` (B, 2) int64, for rows that are crops of longer movies (training's `--crop-shots`): the
+    crop's first shot's index in its movie and the movie's shot count. A cropped shot then gets the
+    features it has in the whole movie, so a crop teaches what the whole movie would.
     """
-    index = sinusoidal(torch.arange(valid.shape[1], device=valid.device), NUM_INDEX_FEATURES)  # (T, 32), norm 4
-    index = (index / math.sqrt(NUM_INDEX_FEATURES)).expand(valid.shape[0], -1, -1)
-    frac = fraction_features(valid) / math.sqrt(2 * NUM_FRACTION_FREQS)  # norm 1/sqrt(2)
+    positions = torch.arange(valid.shape[1], device=valid.device)
+    if window is not None:
+        positions = positions[None, :] + window[:, :1]  # (B, T)
+    index = sinusoidal(positions, NUM_INDEX_FEATURES) / math.sqrt(NUM_INDEX_FEATURES)  # norm 1
+    index = index.expand(valid.shape[0], -1, -1)
+    frac = fraction_features(valid, window) / math.sqrt(2 * NUM_FRACTION_FREQS)  # norm 1/sqrt(2)
     return torch.cat([index, frac], dim=-1)
 
 
@@ -224,10 +238,11 @@ class SSMPEncoder(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
-    def embed(self, feats: torch.Tensor, valid: torch.Tensor, token_type: int) -> torch.Tensor:
-        """(B, T, D) unit features -> (B, T, d) token states before the first block."""
+    def embed(self, feats: torch.Tensor, valid: torch.Tensor, token_type: int, window=None) -> torch.Tensor:
+        """(B, T, D) unit features -> (B, T, d) token states before the first block (`window`: see
+        `position_features`)."""
         position = self.movie_pos if token_type == 0 else self.slot_pos
-        return self.in_proj(feats) + self.type_emb.weight[token_type] + position(position_features(valid))
+        return self.in_proj(feats) + self.type_emb.weight[token_type] + position(position_features(valid, window))
 
     def forward(
         self,
@@ -240,16 +255,17 @@ class SSMPEncoder(nn.Module):
         """Predicted slot features v̂, (B, J, D)."""
         return self.forward_with_states(movie, movie_valid, slots, slot_masked, slot_valid)[0]
 
-    def forward_with_states(self, movie, movie_valid, slots, slot_masked, slot_valid) -> tuple[torch.Tensor, MovieStates]:
+    def forward_with_states(self, movie, movie_valid, slots, slot_masked, slot_valid, window=None) -> tuple[torch.Tensor, MovieStates]:
         """`forward`, and the movie tokens' per-layer keys and values of this pass.
 
         Under prefix attention those states are exact for any slots; under full attention they saw
         these slots, and a decoder that reuses them for later rounds accepts an approximation.
+        `window`: the movie rows are crops of longer movies (training; see `position_features`).
         """
         I = movie.shape[1]
         # Cosine is scale-free, so the encoder reads unit vectors: features of any norm look alike.
         movie = F.normalize(movie.float(), dim=-1)
-        h = torch.cat([self.embed(movie, movie_valid, 0), self.slot_tokens(slots, slot_masked, slot_valid)], dim=1)
+        h = torch.cat([self.embed(movie, movie_valid, 0, window), self.slot_tokens(slots, slot_masked, slot_valid)], dim=1)
         h = self.drop(h)
         mask = attention_mask(movie_valid, slot_valid, self.cfg.movie_attention)
         keys, values = [], []
@@ -257,20 +273,21 @@ class SSMPEncoder(nn.Module):
             h, (k, v) = block(h, mask)
             keys.append(k[:, :, :I])
             values.append(v[:, :, :I])
-        states = MovieStates(keys, values, movie_valid, self.shot_prior(h[:, :I], movie, movie_valid))
+        states = MovieStates(keys, values, movie_valid, self.shot_prior(h[:, :I], movie, movie_valid, window))
         return self.out_proj(self.ln_f(h[:, I:])), states  # (B, J, D)
 
-    def shot_prior(self, movie_h: torch.Tensor, movie_unit: torch.Tensor, movie_valid: torch.Tensor) -> torch.Tensor | None:
+    def shot_prior(self, movie_h: torch.Tensor, movie_unit: torch.Tensor, movie_valid: torch.Tensor,
+                   window=None) -> torch.Tensor | None:
         """(B, I) b_i from the movie tokens' last states, plus the context branch's logit when the model
         has one (-inf on padding), or None without a shot prior."""
         if self.shot_head is None:
             return None
         prior = self.shot_head(self.ln_f(movie_h)).squeeze(-1).float()
         if self.context_prior is not None:
-            prior = prior + self.context_prior(movie_unit, movie_valid, position_features(movie_valid)).float()
+            prior = prior + self.context_prior(movie_unit, movie_valid, position_features(movie_valid, window)).float()
         return prior.masked_fill(~movie_valid, float("-inf"))
 
-    def shot_keys(self, movie_unit: torch.Tensor, movie_valid: torch.Tensor) -> torch.Tensor:
+    def shot_keys(self, movie_unit: torch.Tensor, movie_valid: torch.Tensor, window=None) -> torch.Tensor:
         """(B, I, D) unit rows that slots are scored against and that locked slots read.
 
         Without `position_keys` these are the unit shot features themselves (the paper). With it,
@@ -283,7 +300,7 @@ class SSMPEncoder(nn.Module):
         """
         if self.key_position is None:
             return movie_unit
-        keys = F.normalize(movie_unit.float() + self.key_position(position_features(movie_valid)), dim=-1)
+        keys = F.normalize(movie_unit.float() + self.key_position(position_features(movie_valid, window)), dim=-1)
         return torch.where(movie_valid[..., None], keys, movie_unit.float())
 
     def slot_tokens(self, slots: torch.Tensor, slot_masked: torch.Tensor, slot_valid: torch.Tensor) -> torch.Tensor:
@@ -292,19 +309,20 @@ class SSMPEncoder(nn.Module):
         slots = torch.where(slot_masked[..., None], self.mask_token.to(slots.dtype), slots)
         return self.embed(slots, slot_valid, 1)
 
-    def prepare(self, movie: torch.Tensor, movie_valid: torch.Tensor) -> MovieStates:
-        """One pass over the movie alone (prefix attention only): its per-layer keys and values."""
+    def prepare(self, movie: torch.Tensor, movie_valid: torch.Tensor, window=None) -> MovieStates:
+        """One pass over the movie alone (prefix attention only): its per-layer keys and values.
+        (`window`: the rows are crops of longer movies, in training; see `position_features`.)"""
         if self.cfg.movie_attention != "prefix":
             raise ValueError("movie states are exact only under prefix attention; this model reads full attention")
         movie = F.normalize(movie.float(), dim=-1)
-        h = self.drop(self.embed(movie, movie_valid, 0))  # (B, I, d)
+        h = self.drop(self.embed(movie, movie_valid, 0, window))  # (B, I, d)
         mask = movie_valid[:, None, None, :]
         keys, values = [], []
         for block in self.blocks:
             h, (k, v) = block(h, mask)
             keys.append(k)
             values.append(v)
-        return MovieStates(keys, values, movie_valid, self.shot_prior(h, movie, movie_valid))
+        return MovieStates(keys, values, movie_valid, self.shot_prior(h, movie, movie_valid, window))
 
     def step(self, states: MovieStates, slots, slot_masked, slot_valid) -> torch.Tensor:
         """Predicted slot features (B, J, D) from cached movie states: only the J slot rows are computed.

@@ -282,7 +282,7 @@ def test_train_max_minutes_stops_cleanly_and_saves(tiny_data, tmp_path):
     assert "max-minutes" in result.stderr
     training = json.loads((out / "config.json").read_text())["training"]
     # 1000 epochs of 5 training movies, one movie per step
-    assert training["stopped_early"] and 1 <= training["steps"] < training["planned_steps"] == 1000 * 5
+    assert training["stopped"] == "budget" and 1 <= training["steps"] < training["max_steps"] == 1000 * 5
 
 
 def test_train_options_reach_the_checkpoint(tiny_data, tmp_path):

@@ -447,6 +447,13 @@ def cases(fix: Path) -> dict[str, Case]:
                                                   words=("--whole-range-share",)),
         "train_whole_range_share_nan": Case(lambda t: train + ["--out", t / "ck", "--whole-range-share", "nan"],
                                             words=("--whole-range-share",)),
+        "train_feature_noise_nan": Case(lambda t: train + ["--out", t / "ck", "--feature-noise", "nan"],
+                                        words=("--feature-noise",)),
+        "train_feature_noise_huge": Case(lambda t: train + ["--out", t / "ck", "--feature-noise", "5"],
+                                         words=("--feature-noise",)),
+        "train_crop_shots_negative": Case(lambda t: train + ["--out", t / "ck", "--crop-shots", "-1"],
+                                          words=("--crop-shots",)),
+        "train_patience_negative": Case(lambda t: train + ["--out", t / "ck", "--patience", "-3"], words=("--patience",)),
         "train_lr_huge": Case(lambda t: train + ["--out", t / "ck", "--lr", "1e308", "--epochs", "3"], owned=("ck",),
                               words=("--lr",), check=lambda t, r: not (t / "ck" / "model.safetensors").exists()),
         # closed pipes: the reader went away

@@ -1,7 +1,6 @@
 import io
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -9,27 +8,21 @@ import torch
 
 from ssmp_infer.checkpoint import load_checkpoint
 from ssmp_infer.config import MASK_SCHEDULES, ModelConfig, TrainConfig
-from ssmp_infer.data import load_split
+from ssmp_infer.data import load_split, pad_batch, pad_targets
 from ssmp_infer.model import SSMPEncoder, score_logits
-from ssmp_infer.selection import (
-    BestWeights,
-    WeightAverage,
-    split_validation,
-    validation_scores,
-)
+from ssmp_infer.selection import BestWeights, WeightAverage, selection_key, split_validation
 from ssmp_infer.synth import write_dataset
 from ssmp_infer.train import (
     SelfPacedRatio,
-    StepPlan,
-    lr_at,
+    SSMPTraining,
     mask_ceiling,
     masked_loss,
     prior_loss,
     sample_ratios,
     sample_slot_mask,
-    to_device,
     train,
 )
+from ssmp_infer.trainer import lr_at, to_device, trailer_scores
 
 from .helpers import assert_close
 
@@ -138,21 +131,6 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[-1] < 1e-5 and lr_at(1.0, cfg) == 0.0
 
 
-def test_time_budget_plans_the_steps_that_fit():
-    plan = StepPlan(planned_steps=10**6, max_minutes=0.05)  # 3 s
-    step, replans = 0, []
-    while not plan.done(step):
-        time.sleep(0.01)
-        step += 1
-        replanned = plan.after_step(step)
-        if replanned is not None:
-            replans.append(replanned)
-    assert len(replans) == 1 and replans[0] < 10**6
-    # the plan was close to what fitted, so the schedule reached (nearly) its end
-    assert abs(step - replans[0]) <= 0.25 * replans[0], (step, replans)
-    assert plan.progress(step) >= 0.99
-
-
 def test_slot_mask_counts():
     valid = torch.tensor([[True] * 10, [True] * 3 + [False] * 7, [True] * 1 + [False] * 9])
     g = torch.Generator().manual_seed(0)
@@ -234,41 +212,29 @@ def test_prior_loss_by_hand():
 
 
 def test_validation_split_and_best_weights():
-    examples = list(range(40))
+    from ssmp_infer.data import Example
+
+    def movies(count, slots):
+        return [Example(f"m{k}", None, None, np.zeros(slots, dtype=np.int64)) for k in range(count)]
+
+    examples = movies(40, 10)
     rng = np.random.default_rng(0)
-    train_part, held = split_validation(examples, 0.1, rng)
-    assert len(held) == 4 and sorted(train_part + held) == examples
-    assert split_validation(list(range(20)), 0.1, rng) == (list(range(20)), [])  # 2 would be too few
+    train_part, held = split_validation(examples, 0.15, rng)
+    assert len(held) == 6 and sorted(e.name for e in train_part + held) == sorted(e.name for e in examples)
+    assert split_validation(movies(20, 10), 0.15, rng)[1] == []  # 3 would be too few
+    # CMTD-sized trailers (70 slots): the held-out set stops at the movie that brings it to 600 slots
+    assert len(split_validation(movies(176, 70), 0.15, rng)[1]) == 9
+    assert len(split_validation(movies(176, 500), 0.15, rng)[1]) == 4  # never fewer than four movies
 
     model = torch.nn.Linear(2, 1)
     best = BestWeights()
-    for step, loss in ((10, 5.0), (20, 4.0), (30, 4.5)):
+    for step, f1, aa in ((10, 0.2, 0.9), (20, 0.3, 0.5), (30, 0.2, 0.95), (40, 0.3, 0.5)):
         with torch.no_grad():
             model.weight.fill_(step)
-        best.offer(model, step, {"loss": loss, "f1": 0.0})
+        best.offer(model, step, {"f1": f1, "aa": aa, "key": selection_key({"f1": f1, "aa": aa})})
+    # 0.3 + 0.2·0.5 = 0.40 beats 0.2 + 0.18 and 0.2 + 0.19; the later tie does not replace it
     assert best.step == 20 and float(best.state["weight"][0, 0]) == 20.0  # a copy, not a view of the live weights
-
-
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_saved_weights_are_the_best_validation_point(tiny_data, tmp_path, ema_decay):
-    """64 training movies: 6 held out; the checkpoint scores on them exactly what the log called best
-    (with a weight average, the averaged weights are what is scored and saved)."""
-    cfg = ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, dropout=0.0)
-    log = io.StringIO()
-    train_cfg = TrainConfig(lr=2e-3, batch_size=4, epochs=6, seed=0, mask_schedule="uniform", ema_decay=ema_decay)
-    train(tiny_data, tmp_path / "model", cfg, train_cfg, log=log)
-    model, meta = load_checkpoint(tmp_path / "model")
-    training = meta["training"]
-    assert training["validation_movies"] == 6 and training["steps"] == 6 * 15  # 58 movies in batches of 4
-    losses = [float(line.split("loss ")[1].split()[0]) for line in log.getvalue().splitlines() if line.startswith("validation")]
-    assert len(losses) >= 3 and abs(training["validation"]["loss"] - min(losses)) < 1e-3
-    # the same held-out movies, drawn as train() draws them, scored again from the saved weights
-    examples = to_device(load_split(tiny_data, "train"), torch.device("cpu"))
-    _, held_out = split_validation(examples, train_cfg.validation_fraction, np.random.default_rng(train_cfg.seed))
-    again = validation_scores(model, held_out, train_cfg.seed)
-    assert abs(again["loss"] - training["validation"]["loss"]) < 1e-4
-    which = "weight average" if training["validation"]["averaged"] else "weights"
-    assert f"saving the {which} of step {training['selected_step']} (lowest loss" in log.getvalue()
+    assert selection_key({"f1": 0.1, "aa": None}) == pytest.approx(0.1 + 0.2 * 0.5)
 
 
 def test_weight_average_by_hand_and_the_live_weights_come_back():
@@ -289,25 +255,206 @@ def test_weight_average_by_hand_and_the_live_weights_come_back():
     assert float(model.weight) == 8.0
 
 
-def test_validation_scores_the_live_and_the_averaged_weights_and_keeps_the_lower(tiny_data, tmp_path):
-    """The same run with and without a weight average: keeping the average changes no live weight (the
-    live losses agree at the steps both runs validated), the averaged losses differ from them, and the
-    saved weights are those of the lowest of all."""
+
+def validation_lines(log: str) -> list[tuple[int, bool, float, float | None]]:
+    """(step, averaged, F1, AA) of every validation line of a training log."""
+    out = []
+    for line in log.splitlines():
+        if line.startswith("validation at step"):
+            head, rest = line.split(": F1 ")
+            f1, aa = rest.split("  AA ")
+            aa = aa.split()[0]
+            out.append((int(head.split("step ")[1].split(",")[0]), "averaged" in head, float(f1),
+                        None if aa == "-" else float(aa)))
+    return out
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_saved_weights_make_the_trailers_the_log_called_best(tiny_data, tmp_path, ema_decay, monkeypatch):
+    """The checkpoint's held-out trailers, made again from the saved weights, score exactly what the
+    log called the best point (with a weight average, the averaged weights are scored and saved)."""
+    monkeypatch.setattr("ssmp_infer.selection.VALIDATION_TIME_SHARE", 1.0)  # every point, however slow here
     cfg = ModelConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, dropout=0.0)
-    live, averaged, saved = {}, {}, {}
-    for decay in (0.0, 0.9):
-        log = io.StringIO()
-        train(tiny_data, tmp_path / f"m{decay}", cfg,
-              TrainConfig(lr=2e-3, batch_size=4, epochs=3, seed=0, mask_schedule="uniform", ema_decay=decay), log=log)
-        points = [(int(x.split("step ")[1].split(":")[0].split(",")[0]), float(x.split("loss ")[1].split()[0]), "averaged" in x)
-                  for x in log.getvalue().splitlines() if x.startswith("validation")]
-        live[decay] = {step: loss for step, loss, avg in points if not avg}
-        averaged[decay] = {step: loss for step, loss, avg in points if avg}
-        saved[decay] = load_checkpoint(tmp_path / f"m{decay}")[1]["training"]["validation"]
-    assert not averaged[0.0] and averaged[0.9].keys() == live[0.9].keys()
-    common = live[0.9].keys() & live[0.0].keys()
-    assert len(common) >= 2 and all(live[0.9][k] == live[0.0][k] for k in common)
-    assert any(abs(live[0.9][k] - averaged[0.9][k]) > 1e-3 for k in live[0.9])  # another model was scored
-    lowest = min([*live[0.9].values(), *averaged[0.9].values()])
-    assert abs(saved[0.9]["loss"] - lowest) < 1e-3
-    assert saved[0.9]["averaged"] == (lowest in averaged[0.9].values() and lowest not in live[0.9].values())
+    log = io.StringIO()
+    train_cfg = TrainConfig(lr=2e-3, batch_size=4, epochs=6, seed=0, mask_schedule="uniform", ema_decay=ema_decay,
+                            patience=0)
+    train(tiny_data, tmp_path / "model", cfg, train_cfg, log=log)
+    model, meta = load_checkpoint(tmp_path / "model")
+    training = meta["training"]
+    assert training["validation_movies"] == 10 and training["steps"] == 6 * 14  # 54 movies in batches of 4
+    points = validation_lines(log.getvalue())
+    assert len({p[0] for p in points}) >= 3 and any(p[1] for p in points) == bool(ema_decay)
+    best_key = max(selection_key({"f1": f1, "aa": aa}) for _, _, f1, aa in points)
+    assert training["validation"]["key"] == pytest.approx(best_key, abs=1e-9)
+    # the same held-out movies, drawn as train() draws them, decoded again from the saved weights
+    examples = to_device(load_split(tiny_data, "train"), torch.device("cpu"))
+    _, held_out = split_validation(examples, train_cfg.validation_fraction, np.random.default_rng(train_cfg.seed))
+    again = trailer_scores(SSMPTraining(model, train_cfg), held_out)
+    assert again["f1"] == pytest.approx(training["validation"]["f1"]) and again["key"] == pytest.approx(best_key)
+    which = "weight average" if training["validation"]["averaged"] else "weights"
+    assert f"saving the {which} of step {training['selected_step']} (the best trailers" in log.getvalue()
+
+
+class ScriptedScores:
+    """Stands in for the held-out trailers' scores with a script of keys, one per validation call, and
+    remembers the weights each call saw (what a selection rule must give back)."""
+
+    def __init__(self, keys):
+        self.keys, self.seen = list(keys), []
+
+    def __call__(self, method, examples):
+        key = self.keys[min(len(self.seen), len(self.keys) - 1)]
+        self.seen.append({k: v.detach().clone() for k, v in method.model.state_dict().items()})
+        return {"f1": key, "aa": None, "key": key}
+
+
+def test_selection_keeps_the_best_point_not_the_last(tiny_data, tmp_path, monkeypatch):
+    import ssmp_infer.trainer as trainer
+
+    script = ScriptedScores([0.1, 0.2, 0.5, 0.3, 0.2, 0.1] + [0.0] * 100)  # best: the third call
+    monkeypatch.setattr(trainer, "trailer_scores", script)
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0)
+    train(tiny_data, tmp_path / "m", cfg, TrainConfig(lr=2e-3, batch_size=4, epochs=4, ema_decay=0.0, patience=0),
+          log=io.StringIO())
+    model, meta = load_checkpoint(tmp_path / "m")
+    assert len(script.seen) >= 5 and meta["training"]["validation"]["key"] == 0.5
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, script.seen[2][name])  # the third point's weights, not the last
+    assert any((script.seen[2][k] != script.seen[-1][k]).any() for k in script.seen[2])  # training moved on
+
+
+def test_patience_ends_a_run_that_stopped_improving(tiny_data, tmp_path, monkeypatch):
+    import ssmp_infer.trainer as trainer
+
+    script = ScriptedScores([0.1, 0.3] + [0.2] * 100)  # nothing beats the second point
+    monkeypatch.setattr(trainer, "trailer_scores", script)
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0)
+    log = io.StringIO()
+    summary = train(tiny_data, tmp_path / "m", cfg,
+                    TrainConfig(lr=2e-3, batch_size=4, epochs=20, ema_decay=0.0, patience=3), log=log)
+    training = load_checkpoint(tmp_path / "m")[1]["training"]
+    assert summary["stopped"] == training["stopped"] == "patience"
+    assert len(script.seen) == 2 + 3  # the best point, then three that did not beat it
+    assert training["steps"] < training["max_steps"] and "--patience" in log.getvalue()
+
+
+class FakeClock:
+    """A clock that moves only when told: each training step takes the time the test says."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_schedule_follows_a_clock_that_speeds_up_and_slows_down(tiny_data, tmp_path, monkeypatch):
+    """Steps of 0.1 s, then 2 s (another job starts), then 0.05 s (the machine frees up): warm-up and decay
+    follow the elapsed share of the budget, and the run ends within it. A schedule planned from the
+    first steps' rate would end the 1-minute run after ~6 of its 60 s (the slow steps spend the
+    planned steps' time) or reach its end long before the clock does."""
+    clock, seen = FakeClock(), []
+    real_loss = SSMPTraining.loss
+
+    def timed_loss(self, examples, progress):
+        step = len(seen)
+        clock.now += 0.1 if step < 40 else 2.0 if step < 50 else 0.05
+        seen.append((clock.now, progress))
+        return real_loss(self, examples, progress)
+
+    monkeypatch.setattr(SSMPTraining, "loss", timed_loss)
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0)
+    log = io.StringIO()
+    train(tiny_data, tmp_path / "m", cfg, TrainConfig(lr=1e-3, batch_size=4, epochs=1000, max_minutes=1.0, ema_decay=0.0, patience=0),
+          log=log, clock=clock)
+    start = 1000.0
+    training = load_checkpoint(tmp_path / "m")[1]["training"]
+    assert training["stopped"] == "budget" and clock.now - start <= 60.0
+    assert clock.now - start >= 60.0 - 3.0  # used the budget: the reserve (validation + save) is ~1 s here
+    # the progress each step ran at is the elapsed share of the budget before it (plus the reserve)
+    for (now, progress), (before, _) in zip(seen[1:], seen):
+        assert (before - start) / 60.0 <= progress <= (before - start + 1.0) / 60.0 + 1e-9
+    assert seen[-1][1] > 0.9  # the decay reached its end
+    # warm-up ended at 10% of the time (step ~50 here), not at 10% of any planned step count
+    warm = [k for k, (_, p) in enumerate(seen) if p < 0.1]
+    assert 40 <= len(warm) <= 50
+    assert "% of 1 min" in log.getvalue()
+
+
+def test_the_set_level_term_trains_the_shot_prior(tiny_data, monkeypatch):
+    """The loss's gradient on the shot prior's parameters is the slot loss's plus the set-level term's
+    (`prior_loss` of the movie's b against the trailer's shots): a term wired to nothing adds nothing."""
+    import ssmp_infer.train as train_module
+
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, shot_prior=True, context_prior=True)
+    torch.manual_seed(0)
+    model = SSMPEncoder(cfg)
+    with torch.no_grad():
+        model.shot_head.weight.normal_()  # zero at init; the context branch's output too
+        model.context_prior.mlp[-1].weight.normal_()
+    example = to_device(load_split(tiny_data, "train")[:2], torch.device("cpu"))
+    params = [model.shot_head.weight, model.context_prior.mlp[-1].weight]
+
+    def grads(weight):
+        monkeypatch.setattr(train_module, "PRIOR_LOSS_WEIGHT", weight)
+        model.zero_grad()
+        loss, _ = masked_loss(model, example, 0.5, torch.Generator().manual_seed(1))
+        loss.backward()
+        return [p.grad.clone() for p in params]
+
+    with_term, without = grads(1.0), grads(0.0)
+    model.zero_grad()
+    movie, movie_valid = pad_batch([e.movie for e in example])
+    states = model.prepare(movie, movie_valid)
+    prior_loss(states.shot_prior, pad_targets([e.targets for e in example])).backward()
+    for a, b, p in zip(with_term, without, params):
+        assert p.grad.abs().max() > 1e-4
+        torch.testing.assert_close(a - b, p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_feature_noise_keeps_the_targets_and_moves_each_shot_by_its_share():
+    from ssmp_infer.data import Example
+    from ssmp_infer.trainer import augment
+
+    movie = torch.randn(50, 64) * torch.linspace(0.1, 10, 50)[:, None]  # rows of very different norms
+    example = Example("m", movie, np.zeros((3, 64)), torch.tensor([3, 1, 7]))
+    g = torch.Generator().manual_seed(0)
+    assert augment([example], 0.0, g)[0] is example
+    noisy = augment([example], 0.25, g)[0]
+    assert noisy.targets is example.targets and noisy.movie.shape == movie.shape
+    ratio = (noisy.movie - movie).norm(dim=-1) / movie.norm(dim=-1)
+    torch.testing.assert_close(ratio, torch.full((50,), 0.25), atol=1e-5, rtol=1e-5)
+    again = augment([example], 0.25, g)[0]
+    assert not torch.equal(again.movie, noisy.movie)  # fresh noise every step
+
+
+def test_crops_keep_the_trailer_shots_inside_in_order_and_where_they_lie():
+    from ssmp_infer.data import Example
+    from ssmp_infer.trainer import crop
+
+    movie = torch.arange(100, dtype=torch.float32)[:, None].repeat(1, 8)  # row i holds i: where a row came from
+    targets = torch.tensor([70, 5, 42, 99, 43, 10])  # trailer order, not movie order
+    example = Example("m", movie, None, targets)
+    rng = np.random.default_rng(0)
+    assert crop([example], 0, rng)[0] is example and crop([example], 100, rng)[0] is example
+    starts = set()
+    for _ in range(200):
+        (c,) = crop([example], 30, rng)
+        start, total = c.window
+        starts.add(start)
+        assert total == 100 and 0 <= start <= 70 and c.movie.shape == (30, 8)
+        torch.testing.assert_close(c.movie[:, 0], torch.arange(start, start + 30, dtype=torch.float32))
+        inside = [int(t) for t in targets if start <= t < start + 30]
+        assert inside and [int(t) + start for t in c.targets] == inside  # trailer order kept, re-indexed
+    assert len(starts) > 20  # windows all over the movie
+
+
+def test_a_window_gives_a_crop_the_positions_it_has_in_the_whole_movie():
+    from ssmp_infer.model import position_features
+
+    full = position_features(torch.ones(1, 500, dtype=torch.bool))
+    for start in (0, 137, 300):
+        cropped = position_features(torch.ones(1, 200, dtype=torch.bool), torch.tensor([[start, 500]]))
+        torch.testing.assert_close(cropped, full[:, start : start + 200])
+    plain = position_features(torch.ones(1, 200, dtype=torch.bool))
+    assert (plain - full[:, 137:337]).abs().max() > 0.1  # without the window a crop would look like a movie

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data import pad_batch, pad_targets, slot_inputs
+from ..data import movie_windows, pad_batch, pad_targets, slot_inputs
 from ..model import NUM_POSITION_FEATURES, position_features, unit_score_logits
 from .common import BaselineConfig, MovieEncoder, init_weights
 
@@ -106,7 +106,7 @@ class Autoregressive(nn.Module):
         movie, movie_valid = pad_batch([e.movie for e in examples], device)
         targets = pad_targets([e.targets for e in examples], device)
         slot_valid = targets >= 0
-        movie_kv = self.movie_kv(self.encoder(movie, movie_valid))
+        movie_kv = self.movie_kv(self.encoder(movie, movie_valid, movie_windows(examples, device)))
         pred = self.decode(movie_kv, movie_valid, slot_inputs(movie, targets), slot_valid)  # teacher forcing
         logits = unit_score_logits(pred, F.normalize(movie, dim=-1), movie_valid, self.cfg.temperature)
         return F.cross_entropy(logits[slot_valid], targets[slot_valid])

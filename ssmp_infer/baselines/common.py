@@ -2,24 +2,19 @@
 training loop.
 
 Everything that makes a comparison fair is reused from SSMP's own code rather than rewritten: the
-data loading (`data.load_split`), the budget (`train.StepPlan`: `--max-minutes` plans the learning-rate
-schedule from the measured step rate), the learning-rate schedule (`train.lr_at`), the optimiser
-settings of `TrainConfig`, the device choice (`engine.resolve_device`), held-out model selection
-(`selection.split_validation`, `selection.BestWeights`: the weights of lowest held-out loss, of the
-weight average `selection.WeightAverage` by default) and the
-checkpoint format (`checkpoint.save_checkpoint`, which records the method).
+training loop (`trainer.fit`: the data, augmentation, the optimiser settings of `TrainConfig`, the
+budget whose schedule follows the clock, held-out selection by the trailers each method makes, early
+stopping, the weight average) and the checkpoint format (`checkpoint.save_checkpoint`, which records
+the method).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
-import time
 from dataclasses import dataclass
 from typing import TextIO
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -87,9 +82,11 @@ class MovieEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(blocks_cfg) for _ in range(n_layers or cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, movie: torch.Tensor, movie_valid: torch.Tensor) -> torch.Tensor:
-        """(B, I, D) features, (B, I) validity -> (B, I, d) states; padded shots are never read."""
-        h = self.drop(self.in_proj(F.normalize(movie.float(), dim=-1)) + self.pos(position_features(movie_valid)))
+    def forward(self, movie: torch.Tensor, movie_valid: torch.Tensor, window=None) -> torch.Tensor:
+        """(B, I, D) features, (B, I) validity -> (B, I, d) states; padded shots are never read.
+        `window`: the rows are training crops of longer movies (`model.position_features`)."""
+        where = self.pos(position_features(movie_valid, window))
+        h = self.drop(self.in_proj(F.normalize(movie.float(), dim=-1)) + where)
         mask = movie_valid[:, None, None, :]
         for block in self.blocks:
             h, _ = block(h, mask)
@@ -104,87 +101,35 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-@torch.no_grad()
-def held_out_loss(model, examples) -> float:
-    """Mean training loss over the held-out movies, one at a time, in eval mode (no dropout)."""
-    was_training = model.training
-    model.eval()
-    loss = float(np.mean([float(model.loss([e])) for e in examples]))
-    model.train(was_training)
-    return loss
+class BaselineTraining:
+    """A baseline's part of a training run (`trainer.Method`): its own loss, and its trailers made as
+    `ssmp-infer eval --method M` makes them."""
+
+    def __init__(self, model, method: str):
+        self.model, self.name = model, method
+
+    def loss(self, examples, progress: float):
+        return self.model.loss(examples), {}
+
+    def after_step(self, stats: dict) -> None:
+        pass
+
+    def trailers(self, examples) -> list[list[int]]:
+        from . import generate_trailers
+
+        return generate_trailers(self.model, [e.movie for e in examples], [len(e.targets) for e in examples], 1)
+
+    def describe(self) -> str:
+        return f"width {self.model.cfg.d_model}, {self.model.cfg.n_layers} layers"
 
 
 def fit(model, method: str, data_root, out_dir, cfg: TrainConfig, force: bool = False, log: TextIO = sys.stderr,
         log_every_s: float = 10.0) -> dict:
-    """Train `model` (it has `cfg` and `loss(examples) -> scalar tensor`) the way `train.train` trains SSMP:
-    the same data, optimiser, budget, schedule and held-out selection; save it as a `method` checkpoint."""
-    from pathlib import Path
+    """Train `model` (it has `cfg`, `loss(examples) -> scalar tensor` and `generate`) in the loop SSMP
+    trains in (`trainer.fit`): the same data, augmentation, optimiser, budget, schedule, held-out
+    selection and early stopping; save it as a `method` checkpoint."""
+    from ..trainer import fit as fit_method
 
-    from ..checkpoint import check_checkpoint_dir, save_checkpoint
-    from ..data import load_split
-    from ..engine import resolve_device
-    from ..model import num_parameters
-    from ..selection import BestWeights, ValidationSchedule, WeightAverage, offer_weights, split_validation
-    from ..train import StepPlan, end_training, lr_at, make_optimizer, to_device, training_provenance
-
-    out_dir = Path(out_dir)
-    check_checkpoint_dir(out_dir, force)  # fail before training, not after
-    device = resolve_device(cfg.device)
-    examples = to_device(load_split(data_root, "train", model.cfg.feature_dim), device)
     torch.manual_seed(cfg.seed)
-    order_rng = np.random.default_rng(cfg.seed)
-    examples, held_out = split_validation(examples, cfg.validation_fraction, order_rng)
-    model = model.to(device).train()
-    optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    plan = StepPlan(cfg.epochs * steps_per_epoch, cfg.max_minutes)
-    budget = "" if cfg.max_minutes is None else f", at most {cfg.max_minutes:g} min"
-    print(
-        f"training {method}: {num_parameters(model) / 1e6:.2f}M parameters on {len(examples)} movies "
-        f"({len(held_out)} held out to select the best weights), device {device}: up to {plan.planned} steps "
-        f"({cfg.epochs} epochs of {steps_per_epoch}){budget}",
-        file=log,
-        flush=True,
-    )
-    best = BestWeights()
-    schedule = ValidationSchedule(enabled=bool(held_out))
-    average = WeightAverage.start(model, cfg.ema_decay)
-
-    def validate(step: int) -> None:
-        for prefix, scores, kept in offer_weights(model, average, best, step, lambda m: {"loss": held_out_loss(m, held_out)}):
-            print(f"{prefix}: loss {scores['loss']:.4f}" + ("  (best so far)" if kept else ""), file=log, flush=True)
-
-    last_log, recent, step, batches = time.monotonic(), [], 0, iter(())
-    while not plan.done(step):
-        batch = next(batches, None)
-        if batch is None:  # a new epoch: a new order
-            perm = order_rng.permutation(len(examples))
-            batches = iter([perm[k : k + cfg.batch_size] for k in range(0, len(perm), cfg.batch_size)])
-            continue
-        lr = lr_at(plan.progress(step), cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = model.loss([examples[i] for i in batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        if average is not None:
-            average.update(model)
-        recent = (recent + [float(loss.detach())])[-50:]
-        step += 1
-        replanned = plan.after_step(step)
-        if replanned is not None:
-            print(f"planned {replanned} steps to fit --max-minutes {cfg.max_minutes:g}", file=log, flush=True)
-        schedule.after_step(step, plan, validate)
-        now = time.monotonic()
-        if now - last_log >= log_every_s or plan.done(step):
-            last_log = now
-            print(f"step {step}/{plan.planned}  loss {np.mean(recent):.4f}  lr {lr:.1e}  {plan.elapsed():.0f}s",
-                  file=log, flush=True)
-    end_training(model, step, plan, cfg, held_out, best, validate, log, average)
-    final = {"loss": float(np.mean(recent))}
-    provenance = training_provenance(data_root, len(examples), step, plan, held_out, best, cfg, device, final,
-                                     skip_config=SSMP_ONLY)
-    save_checkpoint(model.eval(), out_dir, provenance, force=True, method=method)
-    return {"out": str(out_dir), "method": method, "steps": step, **final}
+    return fit_method(BaselineTraining(model, method), data_root, out_dir, cfg, force=force, log=log,
+                      log_every_s=log_every_s, skip_config=SSMP_ONLY)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data import pad_batch, pad_targets
+from ..data import movie_windows, pad_batch, pad_targets
 from ..model import NUM_POSITION_FEATURES, Block, position_features
 from .common import BaselineConfig, MovieEncoder, init_weights
 
@@ -39,15 +39,15 @@ class SelectRank(nn.Module):
         self.rank_head = nn.Linear(cfg.d_model, 1)
         self.apply(init_weights)
 
-    def shot_logits(self, movie: torch.Tensor, movie_valid: torch.Tensor) -> torch.Tensor:
+    def shot_logits(self, movie: torch.Tensor, movie_valid: torch.Tensor, window=None) -> torch.Tensor:
         """(B, I) logit of each shot being in the trailer; -inf on padding."""
-        logits = self.score_head(self.scorer(movie, movie_valid)).squeeze(-1)
+        logits = self.score_head(self.scorer(movie, movie_valid, window)).squeeze(-1)
         return logits.masked_fill(~movie_valid, float("-inf"))
 
-    def positions(self, movie, movie_valid, chosen: torch.Tensor, chosen_valid: torch.Tensor) -> torch.Tensor:
+    def positions(self, movie, movie_valid, chosen: torch.Tensor, chosen_valid: torch.Tensor, window=None) -> torch.Tensor:
         """(B, J) predicted relative trailer position of each chosen movie shot (`chosen` (B, J) indices)."""
         feats = movie.gather(1, chosen[..., None].expand(-1, -1, movie.shape[-1]))  # (B, J, D)
-        where = position_features(movie_valid)  # (B, I, P): index and fraction of the movie
+        where = position_features(movie_valid, window)  # (B, I, P): index and fraction of the movie
         where = where.gather(1, chosen[..., None].expand(-1, -1, where.shape[-1]))  # (B, J, P)
         h = self.rank_in(F.normalize(feats.float(), dim=-1)) + self.rank_pos(where)
         mask = chosen_valid[:, None, None, :]
@@ -59,13 +59,15 @@ class SelectRank(nn.Module):
         device = next(self.parameters()).device
         movie, movie_valid = pad_batch([e.movie for e in examples], device)
         targets = pad_targets([e.targets for e in examples], device)  # (B, J), -1 in padded slots
+        window = movie_windows(examples, device)
         slot_valid = targets >= 0
         in_trailer = torch.zeros(movie_valid.shape, device=device)
         in_trailer[torch.nonzero(slot_valid, as_tuple=True)[0], targets[slot_valid]] = 1.0
-        select = F.binary_cross_entropy_with_logits(self.shot_logits(movie, movie_valid)[movie_valid], in_trailer[movie_valid])
+        logits = self.shot_logits(movie, movie_valid, window)
+        select = F.binary_cross_entropy_with_logits(logits[movie_valid], in_trailer[movie_valid])
         lengths = slot_valid.sum(dim=1, keepdim=True)
         relative = torch.arange(targets.shape[1], device=device) / (lengths - 1).clamp(min=1)  # (B, J): j / (J - 1)
-        predicted = self.positions(movie, movie_valid, targets.clamp(min=0), slot_valid)
+        predicted = self.positions(movie, movie_valid, targets.clamp(min=0), slot_valid, window)
         rank = ((predicted - relative) ** 2)[slot_valid].mean()
         return select + rank
 
