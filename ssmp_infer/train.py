@@ -183,11 +183,11 @@ class SSMPTraining:
         ratios = sample_ratios(len(examples) * self.views, self.cfg.t_min, self.ceiling, self.cfg.t_max,
                                self.cfg.whole_range_share, self.generator, device)
         loss, accuracy = masked_loss(self.model, examples, ratios, self.generator, self.views)
-        return loss, {"acc": accuracy, "mask_ceiling": self.ceiling}
+        return loss, {"accuracy": accuracy, "mask_ceiling": self.ceiling}
 
     def after_step(self, stats: dict) -> None:
-        stats["acc"] = float(stats["acc"])  # one host sync per step, which float(loss) pays anyway
-        self.pace.update(stats["acc"], self.cfg)
+        stats["accuracy"] = float(stats["accuracy"])  # one host sync per step, which float(loss) pays anyway
+        self.pace.update(stats["accuracy"], self.cfg)
 
     def trailers(self, examples: list[Example]) -> list[list[int]]:
         from .backends import TorchBackend

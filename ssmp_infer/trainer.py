@@ -56,6 +56,10 @@ class Method(Protocol):
         """A few words for the first log line."""
 
 
+# Kept at the end of a time budget for writing the checkpoint (a few MB).
+SAVE_S = 1.0
+
+
 class Budget:
     """How far a run has come: steps against the epochs' cap and, under a time budget, time against it.
 
@@ -84,7 +88,15 @@ class Budget:
         return min(1.0, max(step / self.max_steps, by_time))
 
     def out_of_time(self) -> bool:
+        """No room for another step: what is left is kept for the last validation and the save."""
         return self.budget_s is not None and self.elapsed() + self.reserve_s >= self.budget_s
+
+    def has_room(self, seconds: float) -> bool:
+        return self.budget_s is None or self.elapsed() + seconds + SAVE_S < self.budget_s
+
+    def past_end(self) -> bool:
+        """The budget is spent, but for the save: work still under way (a validation) must stop."""
+        return not self.has_room(0.0)
 
     def done(self, step: int) -> bool:
         return step >= self.max_steps or self.out_of_time()
@@ -177,12 +189,21 @@ def augment(examples: list[Example], noise: float, generator: torch.Generator) -
 
 
 @torch.no_grad()
-def trailer_scores(method: Method, examples: list[Example]) -> dict:
-    """The held-out movies' trailers made by `method` and scored as `eval` scores them (tolerance 0)."""
+def trailer_scores(method: Method, examples: list[Example], stop: Callable[[], bool] = lambda: False) -> dict | None:
+    """The held-out movies' trailers made by `method` and scored as `eval` scores them (tolerance 0);
+    None when `stop()` turned true before every movie had its trailer (the point is dropped: a score
+    over some of the movies is not comparable with the others).
+
+    Movie by movie, so that a validation slowed down by another job on the machine cannot carry a run
+    past its budget by more than one movie's trailer."""
     was_training = method.model.training
     method.model.eval()
     try:
-        preds = method.trailers(examples)
+        preds = []
+        for e in examples:
+            if stop():
+                return None
+            preds += method.trailers([e])
     finally:
         method.model.train(was_training)
     scores = summarise([score_trailer(p, [int(g) for g in e.targets.tolist()], 0) for p, e in zip(preds, examples)])
@@ -220,24 +241,30 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
 
     validated = [-1]  # the step of the last validation
 
-    def validate(step: int) -> None:
+    def validate(step: int) -> bool:
+        """Score the held-out trailers at `step`; False when the budget ran out before they were made."""
         validated[0] = step
         started = clock()
         candidates = [("", False, None)] + ([(", averaged weights", True, average)] if average is not None else [])
         for label, averaged, source in candidates:
             with source.swapped_in(model) if source is not None else nullcontext(model):
-                scores = {**trailer_scores(method, held_out), "averaged": averaged}
+                scores = trailer_scores(method, held_out, budget.past_end)
+                if scores is None:
+                    print(f"validation at step {step}{label}: stopped, the budget ran out", file=log, flush=True)
+                    return False
+                scores["averaged"] = averaged
                 kept = best.offer(model, step, scores)
             aa = "-" if scores["aa"] is None else f"{scores['aa']:.3f}"
             print(f"validation at step {step}{label}: F1 {scores['f1']:.3f}  AA {aa}"
                   + ("  (best so far)" if kept else ""), file=log, flush=True)
         schedule.record(step, best.step, clock() - started)
         # the last validation must fit in the budget too: keep room for one more, and for the save
-        budget.reserve_s = 1.5 * schedule.longest_s + 1.0
+        budget.reserve_s = 1.5 * schedule.longest_s + SAVE_S
+        return True
 
     last_log, recent, step, batches, stopped = clock(), [], 0, iter(()), "epochs"
     while True:
-        if budget.out_of_time():
+        if step and budget.out_of_time():  # a budget buys at least one step
             stopped = "budget"
             break
         if step >= budget.max_steps:
@@ -271,21 +298,27 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
         method.after_step(stats)
         recent = (recent + [stats])[-50:]
         step += 1
-        if schedule.due(budget.progress(step), budget.elapsed()):
-            validate(step)
+        # a point mid-run only when this validation and the last one both still fit in the budget
+        if schedule.due(budget.progress(step), budget.elapsed()) and budget.has_room(3 * schedule.longest_s):
+            if not validate(step):
+                stopped = "budget"
+                break
         if clock() - last_log >= log_every_s:
             last_log = clock()
             print(f"step {step}  {_means(recent)}  lr {lr:.1e}  ({budget.where(step)})", file=log, flush=True)
     if step == 0:
         raise InputError("training stopped before its first step; raise --max-minutes")
+    print(f"step {step}  {_means(recent)}  ({budget.where(step)})", file=log, flush=True)
     print(_stop_reason(stopped, step, cfg, schedule), file=log, flush=True)
-    if held_out:
-        if validated[0] != step:
-            validate(step)
+    if held_out and validated[0] != step and not budget.past_end():
+        validate(step)
+    if best.state is not None:
         model.load_state_dict(best.state)
         which = "the weight average" if best.scores.get("averaged") else "the weights"
         print(f"saving {which} of step {best.step} (the best trailers on the held-out movies: F1 "
               f"{best.scores['f1']:.3f})", file=log, flush=True)
+    elif held_out:
+        print("saving the last weights: no validation finished within the budget", file=log, flush=True)
     elif average is not None:
         model.load_state_dict(average.average)
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
@@ -302,7 +335,7 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
         "max_steps": budget.max_steps,
         "stopped": stopped,
         "validation_movies": len(held_out),
-        "selected_step": best.step if held_out else step,
+        "selected_step": best.step if best.state is not None else step,
         "validation": best.scores,
         "seed": cfg.seed,
         "device": str(device),

@@ -17,20 +17,25 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol
         )
 
 
-def with_position_keys(engine, scale: float = 0.05, seed: int = 0):
-    """`engine`'s model with position keys added, their map drawn at random (it starts at zero when
-    trained): the bundled model scores against the bare movie, so this is what exercises the keys
-    through a real model's decoding."""
+def with_position_keys(engine, on: bool = True, scale: float = 0.05, seed: int = 0):
+    """`engine`'s model with position keys on or off, so that a test exercises both whatever the
+    bundled model has: keys added with their map drawn at random (it starts at zero when trained, so
+    a fresh map would not move a single score), or the model's own keys dropped (the paper's scoring)."""
     from ssmp_infer.backends import TorchBackend
     from ssmp_infer.config import ModelConfig
     from ssmp_infer.engine import Engine
     from ssmp_infer.model import SSMPEncoder
 
     base = engine.backend.model
-    cfg = ModelConfig(**{**base.cfg.to_dict(), "position_keys": True})
+    if base.cfg.position_keys == on:
+        return engine
+    cfg = ModelConfig(**{**base.cfg.to_dict(), "position_keys": on})
     model = SSMPEncoder(cfg)
-    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-    assert missing == ["key_position.weight"] and not unexpected
-    with torch.no_grad():
-        model.key_position.weight.normal_(0.0, scale, generator=torch.Generator().manual_seed(seed))
-    return Engine(cfg, TorchBackend(model.eval(), engine.backend.device), source="bundled+position keys")
+    weights = {k: v for k, v in base.state_dict().items() if on or k != "key_position.weight"}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    assert missing == (["key_position.weight"] if on else []) and not unexpected
+    if on:
+        with torch.no_grad():
+            model.key_position.weight.normal_(0.0, scale, generator=torch.Generator().manual_seed(seed))
+    source = "bundled+position keys" if on else "bundled without position keys"
+    return Engine(cfg, TorchBackend(model.eval(), engine.backend.device), source=source)

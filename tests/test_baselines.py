@@ -48,8 +48,8 @@ def trained(tiny_data, tmp_path_factory):
     for method in METHODS:
         model_dir = tmp_path_factory.mktemp(method)
         summary = json.loads(cli("train", "--method", method, "--data", str(tiny_data), "--out", str(model_dir),
-                                 "--epochs", "3", "--seed", "0", "--device", "cpu", "--force").stdout)
-        assert summary["method"] == method and summary["steps"] == 3 * 54  # 54 of the 60 train; 6 held out
+                                 "--epochs", "3", "--seed", "0", "--device", "cpu", "--patience", "0", "--force").stdout)
+        assert summary["method"] == method and summary["steps"] == 3 * 51  # 51 of the 60 train; 9 held out
         out[method] = model_dir
     return out
 
@@ -89,7 +89,7 @@ def test_trailers_are_distinct_shots_of_the_asked_length(method, tiny_data, trai
 def test_checkpoint_records_its_method_and_other_methods_refuse_it(trained, tiny_data, tmp_path):
     sr = trained["select-rank"]
     meta = json.loads((sr / "config.json").read_text())
-    assert meta["method"] == "select-rank" and meta["training"]["steps"] == 162
+    assert meta["method"] == "select-rank" and meta["training"]["steps"] == 3 * 51
     # an SSMP eval (the default method) of a baseline checkpoint: one sentence naming the right method
     proc = cli("eval", "--model", str(sr), "--data", str(tiny_data), check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
@@ -128,7 +128,7 @@ def test_time_budget_stops_a_baseline_and_it_still_saves(tiny_data, tmp_path):
         "--max-minutes", "0.02", "--epochs", "1000", "--device", "cpu")
     training = json.loads((tmp_path / "m" / "config.json").read_text())["training"]
     # the budget, not the 1000 epochs, ended training (SSMP's trainer.Budget)
-    assert training["stopped"] == "budget" and 0 < training["steps"] < training["max_steps"] == 1000 * 54
+    assert training["stopped"] == "budget" and 0 < training["steps"] < training["max_steps"] == 1000 * 51
     assert "mask_schedule" not in training["config"]  # SSMP-only fields are not recorded for a baseline
 
 

@@ -22,8 +22,7 @@ def test_plain_loop_gives_the_engines_topk_trailer(engine, seed, position_keys):
     # 24 slots over 12 rounds: most rounds lock several slots, so the order of locking within a round
     # (most probable first, a taken shot re-scored away) decides the trailer, not the schedule alone.
     # With position keys both score against the keys and feed them to locked slots.
-    if position_keys:
-        engine = with_position_keys(engine)
+    engine = with_position_keys(engine, position_keys)
     movie = synthetic_movies(1, 150, engine.feature_dim, seed)[0]
     shots, passes = plain_generate(engine.backend.model, movie, 24, steps=12)
     trailer = engine.generate(movie, length=24, decode=DecodeConfig(mode="topk", steps=12))

@@ -395,8 +395,7 @@ def test_whole_trailers_are_the_same_on_both_paths(mode, position_keys):
     from ssmp_infer.engine import Engine
 
     engine = Engine.load(device=str(DEVICE))
-    if position_keys:
-        engine = with_position_keys(engine)
+    engine = with_position_keys(engine, position_keys)
     movies, lengths = small_movies()
     if mode not in ("paper", "topk"):  # one round per slot: keep the interpreter's run short
         movies, lengths = movies[1:], [5, 6]

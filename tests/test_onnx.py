@@ -270,7 +270,8 @@ def bundled_engines(tmp_path_factory):
     with mock.patch.dict(os.environ, {"SSMP_INFER_CACHE": str(cache)}):
         ort_engine = Engine.load(device="cpu", backend="onnxruntime")
         entries = list((cache / "onnx").iterdir())
-        assert len(entries) == 1 and sorted(p.name for p in entries[0].glob("*.onnx")) == ["prepare.onnx", "step.onnx"]
+        graphs = ["prepare.onnx", "step.onnx"] + (["shot_keys.onnx"] if ort_engine.model_config.position_keys else [])
+        assert len(entries) == 1 and sorted(p.name for p in entries[0].glob("*.onnx")) == sorted(graphs)
         stamps = [p.stat().st_mtime_ns for p in entries[0].glob("*.onnx")]
         again = Engine.load(device="cpu", backend="onnxruntime")  # the second load reads the cache
         assert [p.stat().st_mtime_ns for p in entries[0].glob("*.onnx")] == stamps

@@ -260,7 +260,7 @@ def validation_lines(log: str) -> list[tuple[int, bool, float, float | None]]:
     """(step, averaged, F1, AA) of every validation line of a training log."""
     out = []
     for line in log.splitlines():
-        if line.startswith("validation at step"):
+        if line.startswith("validation at step") and ": F1 " in line:
             head, rest = line.split(": F1 ")
             f1, aa = rest.split("  AA ")
             aa = aa.split()[0]
@@ -302,7 +302,7 @@ class ScriptedScores:
     def __init__(self, keys):
         self.keys, self.seen = list(keys), []
 
-    def __call__(self, method, examples):
+    def __call__(self, method, examples, stop=None):
         key = self.keys[min(len(self.seen), len(self.keys) - 1)]
         self.seen.append({k: v.detach().clone() for k, v in method.model.state_dict().items()})
         return {"f1": key, "aa": None, "key": key}
@@ -379,6 +379,36 @@ def test_the_schedule_follows_a_clock_that_speeds_up_and_slows_down(tiny_data, t
     warm = [k for k, (_, p) in enumerate(seen) if p < 0.1]
     assert 40 <= len(warm) <= 50
     assert "% of 1 min" in log.getvalue()
+
+
+def test_a_validation_slowed_by_another_job_cannot_carry_the_run_past_its_budget(tiny_data, tmp_path, monkeypatch):
+    """Steps of 0.1 s; the first validation decodes a held-out movie in 0.05 s, every later one in 8 s
+    (the machine got busy): the validation under way stops when the budget is spent, its point is
+    dropped, and the run saves within the budget plus one movie's trailer."""
+    clock, calls = FakeClock(), []
+    real_loss, real_trailers = SSMPTraining.loss, SSMPTraining.trailers
+
+    def timed_loss(self, examples, progress):
+        clock.now += 0.1
+        return real_loss(self, examples, progress)
+
+    def slow_trailers(self, examples):
+        calls.append(len(examples))
+        clock.now += 0.05 if len(calls) <= 10 else 8.0  # 10 held-out movies, one at a time
+        return real_trailers(self, examples)
+
+    monkeypatch.setattr(SSMPTraining, "loss", timed_loss)
+    monkeypatch.setattr(SSMPTraining, "trailers", slow_trailers)
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0)
+    log = io.StringIO()
+    train(tiny_data, tmp_path / "m", cfg, TrainConfig(lr=1e-3, batch_size=4, epochs=1000, max_minutes=1.0, ema_decay=0.0),
+          log=log, clock=clock)
+    training = load_checkpoint(tmp_path / "m")[1]["training"]
+    assert 60.0 - 8.0 <= clock.now - 1000.0 <= 60.0 + 8.0, clock.now - 1000.0
+    assert training["stopped"] == "budget" and "stopped, the budget ran out" in log.getvalue()
+    assert set(calls) == {1} and 10 < len(calls) < 20  # movie by movie; the second validation cut short
+    first = validation_lines(log.getvalue())[0][0]
+    assert training["selected_step"] == first  # the one point that finished, not the cut-short one
 
 
 def test_the_set_level_term_trains_the_shot_prior(tiny_data, monkeypatch):
