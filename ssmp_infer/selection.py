@@ -9,8 +9,8 @@ the weights whose trailers score best there.
 Why trailers and not the loss: the loss is mostly about which slot a shot goes to, and on held-out
 data it kept weights whose trailers were far from the best of the run (measured on held-out data of
 another structure: the point of lowest loss had a first-round F1 of 0.26 on the validation movies,
-the run's best point 0.36). The score
-is what users get: F1 of the shots chosen, plus a fifth of the order agreement (`selection_key`).
+the run's best point 0.36). The score is what users get: F1 of the shots chosen, plus a fifth of the
+order agreement (`selection_key`).
 """
 
 from __future__ import annotations

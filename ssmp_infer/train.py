@@ -189,20 +189,18 @@ class SSMPTraining:
         stats["accuracy"] = float(stats["accuracy"])  # one host sync per step, which float(loss) pays anyway
         self.pace.update(stats["accuracy"], self.cfg)
 
-    def trailers(self, examples: list[Example]) -> list[list[int]]:
+    def trailers(self, examples: list[Example]):
         from .backends import TorchBackend
         from .decode import generate
 
-        backend = TorchBackend(self.model, examples[0].movie.device)
+        backend = TorchBackend(self.model, examples[0].movie.device)  # once: the weights do not change here
         decode = DecodeConfig(mode="paper", seed=self.cfg.seed)
-        out = []
         for e in examples:  # one at a time: each movie's trailer is the one it gets alone (and in eval)
             movie = e.movie.float()[None]
             valid = torch.ones(movie.shape[:2], dtype=torch.bool, device=movie.device)
             lengths = torch.tensor([len(e.targets)])
             result = generate(backend, movie, valid, lengths, decode, self.model.cfg.temperature)
-            out.append(result.shots[0, : len(e.targets)].tolist())
-        return out
+            yield result.shots[0, : len(e.targets)].tolist()
 
     def describe(self) -> str:
         return (f"{self.model.cfg.movie_attention} attention, {self.views} trailer view(s) per movie, mask schedule "

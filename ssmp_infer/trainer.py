@@ -22,7 +22,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Protocol, TextIO
+from typing import Callable, Iterator, Protocol, TextIO
 
 import numpy as np
 import torch
@@ -48,9 +48,9 @@ class Method(Protocol):
     def after_step(self, stats: dict) -> None:
         """What the method updates from a step's log floats (SSMP's self-paced ratio)."""
 
-    def trailers(self, examples: list[Example]) -> list[list[int]]:
-        """Each movie's trailer (movie shot indices in trailer order, as long as its true one), made
-        as `ssmp-infer eval` makes them, from the model's current weights."""
+    def trailers(self, examples: list[Example]) -> Iterator[list[int]]:
+        """Each movie's trailer in turn (movie shot indices in trailer order, as long as its true one),
+        made as `ssmp-infer eval` makes them, from the model's current weights."""
 
     def describe(self) -> str:
         """A few words for the first log line."""
@@ -200,10 +200,10 @@ def trailer_scores(method: Method, examples: list[Example], stop: Callable[[], b
     method.model.eval()
     try:
         preds = []
-        for e in examples:
+        for trailer in method.trailers(examples):  # lazily: one movie's trailer at a time
             if stop():
                 return None
-            preds += method.trailers([e])
+            preds.append(trailer)
     finally:
         method.model.train(was_training)
     scores = summarise([score_trailer(p, [int(g) for g in e.targets.tolist()], 0) for p, e in zip(preds, examples)])

@@ -393,9 +393,10 @@ def test_a_validation_slowed_by_another_job_cannot_carry_the_run_past_its_budget
         return real_loss(self, examples, progress)
 
     def slow_trailers(self, examples):
-        calls.append(len(examples))
-        clock.now += 0.05 if len(calls) <= 10 else 8.0  # 10 held-out movies, one at a time
-        return real_trailers(self, examples)
+        for trailer in real_trailers(self, examples):  # the time each movie's trailer took
+            calls.append(1)
+            clock.now += 0.05 if len(calls) <= 10 else 8.0  # 10 held-out movies, one at a time
+            yield trailer
 
     monkeypatch.setattr(SSMPTraining, "loss", timed_loss)
     monkeypatch.setattr(SSMPTraining, "trailers", slow_trailers)

@@ -114,10 +114,11 @@ class BaselineTraining:
     def after_step(self, stats: dict) -> None:
         pass
 
-    def trailers(self, examples) -> list[list[int]]:
+    def trailers(self, examples):
         from . import generate_trailers
 
-        return generate_trailers(self.model, [e.movie for e in examples], [len(e.targets) for e in examples], 1)
+        for e in examples:  # one at a time, so that a validation can stop between movies
+            yield generate_trailers(self.model, [e.movie], [len(e.targets)], 1)[0]
 
     def describe(self) -> str:
         return f"width {self.model.cfg.d_model}, {self.model.cfg.n_layers} layers"
