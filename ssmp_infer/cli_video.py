@@ -66,6 +66,16 @@ def cmd_embed(args) -> None:
                       "frames_per_shot": args.frames_per_shot, "elapsed_s": round(time.perf_counter() - start, 3)}))
 
 
+def trailer_engine_options(args) -> dict:
+    """`Engine.load`'s backend options from the command line, as every command that runs the model takes
+    them (`cli_backend`); the model and the device are `make_trailer`'s own arguments."""
+    from .cli_backend import engine_options
+
+    options = engine_options(args)
+    del options["model_dir"], options["device"]
+    return options
+
+
 def cmd_trailer(args) -> None:
     from .cli import decode_config
     from .video.pipeline import make_trailer
@@ -73,9 +83,8 @@ def cmd_trailer(args) -> None:
     record = make_trailer(
         args.video, args.out, length=args.length, music=args.music, model=args.model, embedder_name=args.embedder,
         checkpoint=args.checkpoint, detector=args.detector, frames_per_shot=args.frames_per_shot,
-        shot_seconds=args.shot_seconds, decode=decode_config(args), device=args.device,
-        engine_options={"backend": args.backend, "precision": args.precision, "onnx_dir": args.onnx},
-        force=args.force, progress=_progress(args), log=_log(args),
+        shot_seconds=args.shot_seconds, fade=args.fade, decode=decode_config(args), device=args.device,
+        engine_options=trailer_engine_options(args), force=args.force, progress=_progress(args), log=_log(args),
     )
     summary = {k: record[k] for k in ("shots", "length", "num_movie_shots", "duration", "num_frames", "model", "timings_s")}
     print(json.dumps({"out": args.out, **summary}))
@@ -85,7 +94,8 @@ def cmd_render(args) -> None:
     from .video.pipeline import render_existing
 
     print(json.dumps(render_existing(args.video, args.trailer, args.out, shots_path=args.shots, music=args.music,
-                                     shot_seconds=args.shot_seconds, force=args.force, progress=_progress(args))))
+                                     shot_seconds=args.shot_seconds, fade=args.fade, force=args.force,
+                                     progress=_progress(args), log=_log(args))))
 
 
 def _common(p, device: bool = True) -> None:
@@ -116,19 +126,21 @@ def add_parser(sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("trailer", help="video file in, trailer out: shots, features, SSMP, timeline, render")
+    p = sub.add_parser("trailer", help="video file in, trailer out: shots, features, SSMP, timeline, render, sheet")
     p.add_argument("video")
-    p.add_argument("--out", required=True, help="directory for shots.json, features.npy, trailer.{json,otio,edl,mp4}")
+    p.add_argument("--out", required=True,
+                   help="directory for shots.json, features.npy (a cache, kept) and trailer.{json,otio,edl,mp4,png}")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--length", type=int, default=None, help="trailer shots (default: 3.7%% of the movie's shots)")
     group.add_argument("--music", default=None,
-                       help="audio (any file PyAV decodes): its segments set the length and each shot's duration, "
-                            "and it is laid under the render")
+                       help="audio (any file PyAV decodes): the trailer lasts as long as it, cuts on its changes "
+                            "(onsets, sections) and has as many shots as fill it without black; laid under the render")
     p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model for the embedder's feature size)")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
                    help="auto (default: transnetv2 on CUDA, content on a CPU), transnetv2 or content")
     add_embedder_args(p)
     p.add_argument("--shot-seconds", type=float, default=2.0, help="without --music: seconds per trailer shot")
+    add_fade_arg(p, 0.0)
     add_decode_args(p)
     _common(p, device=False)
     p.set_defaults(func=cmd_trailer)
@@ -136,12 +148,19 @@ def add_parser(sub) -> None:
     p = sub.add_parser("render", help="render a trailer JSON (from `trailer`, or from `run` with --shots) to MP4")
     p.add_argument("video")
     p.add_argument("trailer", help="trailer.json from `trailer`, or the JSON `run` printed for this movie's features")
-    p.add_argument("--out", required=True, help="MP4 to write (H.264 + AAC)")
+    p.add_argument("--out", required=True, help="MP4 to write (H.264 + AAC); its contact sheet goes beside it (.png)")
     p.add_argument("--shots", default=None, help="the shots file the features were computed from (for `run` output)")
     p.add_argument("--music", default=None, help="audio to lay under the render (default: trailer.json's music, else the clips' own sound)")
     p.add_argument("--shot-seconds", type=float, default=2.0, help="`run` output without --music: seconds per trailer shot")
+    add_fade_arg(p, None)
     _common(p, device=False)
     p.set_defaults(func=cmd_render)
+
+
+def add_fade_arg(p: argparse.ArgumentParser, default: float | None) -> None:
+    p.add_argument("--fade", type=float, default=default,
+                   help="seconds to fade picture and sound in from black and out to black (default: "
+                        + ("none" if default == 0 else "trailer.json's, else none") + "); the only black in a trailer")
 
 
 def add_embedder_args(p: argparse.ArgumentParser) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -21,115 +19,12 @@ otio = pytest.importorskip("opentimelineio")
 
 from ssmp_infer.cli import main  # noqa: E402
 from ssmp_infer.video.frames import iter_frames, probe  # noqa: E402
-from ssmp_infer.video.music import Audio, load_audio, merge_segments, segment_music  # noqa: E402
+from ssmp_infer.video.music import Audio, load_audio, segment_music  # noqa: E402
 from ssmp_infer.video.shots import detect_shots, load_shots, load_transnetv2  # noqa: E402
-from ssmp_infer.video.timeline import plan_slots  # noqa: E402
 
-FPS = 25
-SHOT_LENGTHS = [30, 17, 40, 25, 33, 21, 28]  # frames; every shot its own colour and texture
-CUTS = list(np.cumsum(SHOT_LENGTHS)[:-1])  # the first frame of each new shot
-SIZE = (160, 96)
-MUSIC_SEGMENTS = [1.5, 1.0, 2.0, 1.5]  # seconds; changes fall on its beat (every 0.5 s), as in most music
-# Neighbouring shots differ in colour as cuts in films do in content: TransNetV2 (at 48x27 pixels) scores
-# a cut between two near-identical colours differing only in fine texture below its 0.5 threshold.
-PALETTE = [(200, 60, 50), (50, 170, 80), (60, 70, 200), (220, 200, 60), (170, 60, 190), (60, 190, 200),
-           (230, 140, 40), (90, 90, 90)]
-
-
-def make_clip(path, shot_lengths=SHOT_LENGTHS, fps=FPS, size=SIZE, tone_hz=440.0, seed=0):
-    """An H.264 clip of coloured (PALETTE in turn), moving, slightly noisy shots and (if tone_hz) an AAC tone track."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "18"})
-        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
-        audio = out.add_stream("aac", rate=48000, layout="stereo") if tone_hz else None
-        yy, xx = np.mgrid[0:h, 0:w]
-        n = 0
-        for k, length in enumerate(shot_lengths):
-            colour = np.array(PALETTE[k % len(PALETTE)])
-            freq, angle = rng.uniform(0.03, 0.12), rng.uniform(-1, 1)
-            for t in range(length):
-                wave = 25 * np.sin(freq * (xx + angle * yy + 2 * t))[..., None]
-                img = np.clip(colour + wave + rng.normal(0, 3, (h, w, 3)), 0, 255).astype(np.uint8)
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                frame.pts = n
-                n += 1
-                out.mux(video.encode(frame))
-        out.mux(video.encode())
-        if audio is not None:
-            t = np.arange(round(n / fps * 48000)) / 48000
-            write_tone(out, audio, 0.2 * np.sin(2 * np.pi * tone_hz * t))
-    return path
-
-
-def write_tone(out, stream, signal, rate=48000):
-    signal = signal.astype(np.float32)
-    for start in range(0, len(signal), 1024):
-        chunk = np.ascontiguousarray(np.stack([signal[start : start + 1024]] * stream.codec_context.channels))
-        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=stream.layout.name)
-        frame.sample_rate, frame.pts = rate, start
-        out.mux(stream.encode(frame))
-    out.mux(stream.encode())
-
-
-def make_music(path, segments, rate=22050):
-    """A WAV whose timbre changes at known times: one chord of harmonics per segment, over a steady beat."""
-    rng = np.random.default_rng(1)
-    parts = []
-    for k, seconds in enumerate(segments):
-        t = np.arange(round(seconds * rate)) / rate
-        root = [110, 165, 131, 220, 147, 196][k % 6]
-        chord = sum(np.sin(2 * np.pi * root * r * t) for r in (1, 1.26, 1.5, 2 + k % 3)) * 0.08
-        beat = np.zeros_like(t)
-        for b in np.arange(0, seconds, 0.5):
-            i = int(b * rate)
-            n = min(int(0.06 * rate), len(t) - i)
-            beat[i : i + n] += 0.3 * rng.standard_normal(n) * np.exp(-np.arange(n) / (0.015 * rate))
-        parts.append(chord + beat)
-    signal = np.concatenate(parts)
-    with av.open(str(path), "w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        pcm = (np.clip(signal, -1, 1) * 32767).astype(np.int16)
-        for start in range(0, len(pcm), 1024):
-            frame = av.AudioFrame.from_ndarray(pcm[None, start : start + 1024].copy(), format="s16", layout="mono")
-            frame.sample_rate, frame.pts = rate, start
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return path
-
-
-def decoded_frames(path) -> int:
-    with av.open(str(path)) as c:
-        return sum(1 for _ in c.decode(video=0))
-
-
-def colour_runs(path) -> list[tuple[int, int]]:
-    """The shots of a render made from `make_clip`'s clip: runs of frames by nearest PALETTE colour, as
-    (shot index, frames). Independent of the detectors (PySceneDetect scores red to yellow below its threshold)."""
-    palette = np.array(PALETTE[: len(SHOT_LENGTHS)], np.float32)
-    runs: list[list[int]] = []
-    for _, frame in iter_frames(path, 16, 16):
-        mean = frame.reshape(-1, 3).mean(axis=0)
-        shot = -1 if mean.max() < 20 else int(np.linalg.norm(palette - mean, axis=1).argmin())  # -1: black
-        if runs and runs[-1][0] == shot:
-            runs[-1][1] += 1
-        else:
-            runs.append([shot, 1])
-    return [tuple(r) for r in runs]
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "ssmp_infer.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=600)
-
-
-def one_sentence(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("ssmp-infer: error: ") and "Traceback" not in stderr
-    return lines[0]
+from .video_clips import (  # noqa: E402
+    CUTS, FPS, MUSIC_SEGMENTS, SHOT_LENGTHS, SIZE, cli, colour_runs, decoded_frames, make_clip, make_music, one_sentence,
+)
 
 
 @pytest.fixture(scope="module")
@@ -254,25 +149,11 @@ def test_music_segments_follow_its_changes(music):
     assert np.abs(np.array(bounds[1:-1]) - truth[:-1]).max() <= 0.1, bounds  # two 50 ms analysis hops
 
 
-def test_long_segments_split_and_merge_keeps_the_ends():
+def test_long_segments_split_evenly():
     rate = 22050
     steady = Audio(np.sin(2 * np.pi * 220 * np.arange(10 * rate) / rate)[None].astype(np.float32), rate, "tone")
     bounds = segment_music(steady)
     assert np.allclose(np.diff(bounds), 10 / 3)  # no change in 10 s: three equal parts of at most 4 s
-    merged = merge_segments([0, 1, 1.5, 4, 4.2, 6], 3)
-    # 4-4.2 joins 4.2-6 (shorter than 1.5-4), then 1-1.5 joins 0-1 (shorter than 1.5-4)
-    assert merged == [0, 1.5, 4, 6]
-
-
-def test_plan_never_crosses_a_cut_and_fills_short_shots_with_black():
-    bounds = [(0, 30), (30, 47), (47, 87), (87, 112)]
-    slots = plan_slots(bounds, [2, 1, 0], Fraction(25), segments=[0, 1.2, 2.0, 3.6])
-    assert [(s.source_start, s.source_end) for s in slots] == [(52, 82), (30, 47), (0, 30)]  # middles of shots
-    assert [(s.record_start, s.record_end) for s in slots] == [(0, 30), (30, 50), (50, 80)]
-    assert [s.black_frames for s in slots] == [0, 3, 0]  # shot 1 is 17 frames for a 20-frame segment
-    for s in slots:
-        start, end = bounds[s.shot]
-        assert start <= s.source_start < s.source_end <= end
 
 
 # --- the whole chain -------------------------------------------------------------------------------
@@ -281,22 +162,24 @@ def test_trailer_with_music_end_to_end_and_cache(clip, music, work):
     out = work / "trailer"
     r = cli("trailer", clip, "--music", music, "--out", out, "--detector", "content", "--quiet")
     assert r.returncode == 0, r.stderr
-    names = {"shots.json", "features.npy", "features.json", "trailer.json", "trailer.otio", "trailer.edl", "trailer.mp4"}
+    names = {"shots.json", "features.npy", "features.json", "trailer.json", "trailer.otio", "trailer.edl", "trailer.mp4",
+             "trailer.png"}
     assert {p.name for p in out.iterdir()} == names
     record = json.loads((out / "trailer.json").read_text())
     shots = load_shots(out / "shots.json")
     assert [s for s, _ in shots.bounds[1:]] == CUTS
     slots = record["slots"]
-    assert record["length"] == len(slots) == 4 and [s["shot"] for s in slots] == record["shots"]
-    assert len(set(record["shots"])) == 4
+    assert record["length"] == len(slots) and [s["shot"] for s in slots] == record["shots"]
+    assert len(set(record["shots"])) == len(slots)
     for s in slots:
         start, end = shots.bounds[s["shot"]]
         assert start <= s["source_start"] < s["source_end"] <= end  # never across a cut
-    # the music's segments set each slot's length (the last ends with its shot)
-    seg_frames = np.round(np.array(record["segments"]) * FPS).astype(int)
-    assert [s["record_end"] for s in slots[:-1]] == list(seg_frames[1:-1])
+    # the picture lasts as long as the music, and every cut is on one of its beats
+    total = round(sum(MUSIC_SEGMENTS) * FPS)
+    assert slots[-1]["record_end"] == total and record["cuts"] == [0, *(s["record_end"] for s in slots)]
+    beats = np.arange(0.5, sum(MUSIC_SEGMENTS), 0.5)
+    assert all(np.abs(beats - c / FPS).min() <= 1 / FPS for c in record["cuts"][1:-1]), record["cuts"]
 
-    total = slots[-1]["record_end"]
     timeline = otio.adapters.read_from_file(str(out / "trailer.otio"))
     video_track = timeline.video_tracks()[0]
     clips = list(video_track.find_clips())
@@ -304,7 +187,7 @@ def test_trailer_with_music_end_to_end_and_cache(clip, music, work):
     assert [c.source_range.start_time.value for c in clips] == [s["source_start"] for s in slots]
     assert timeline.duration().value == total and timeline.duration().rate == FPS
     edl = otio.adapters.read_from_file(str(out / "trailer.edl"), rate=FPS)
-    edl_clips = list(edl.find_clips())
+    edl_clips = list(edl.video_tracks()[0].find_clips())
     assert [c.name for c in edl_clips] == [f"shot {i}" for i in record["shots"]]
     assert [(c.source_range.start_time.value, c.source_range.duration.value) for c in edl_clips] == \
         [(s["source_start"], s["source_end"] - s["source_start"]) for s in slots]
@@ -312,9 +195,7 @@ def test_trailer_with_music_end_to_end_and_cache(clip, music, work):
 
     info = probe(out / "trailer.mp4")
     assert decoded_frames(out / "trailer.mp4") == total and info.fps == FPS and info.has_audio
-    expected = []
-    for s in slots:  # each slot's shot, then black for what a short shot leaves of its segment
-        expected += [(s["shot"], s["source_end"] - s["source_start"])] + ([(-1, s["black_frames"])] if s["black_frames"] else [])
+    expected = [(s["shot"], s["source_end"] - s["source_start"]) for s in slots]  # shot after shot, no black
     assert colour_runs(out / "trailer.mp4") == expected
     with av.open(str(out / "trailer.mp4")) as c:
         assert c.streams.video[0].codec_context.name == "h264" and c.streams.audio[0].codec_context.name == "aac"
@@ -395,11 +276,8 @@ def test_bad_video_inputs(capsys, work, music, not_a_video):
         assert not out.exists() and not (work / "s.json").exists()
 
 
-def test_too_long_length_and_short_music_leave_nothing(capsys, clip, work, short_music):
-    out = work / "too_long"
-    code, err = run_main(capsys, "trailer", clip, "--length", "50", "--out", out, "--quiet", "--detector", "content")
-    assert code == 2 and "larger than the movie's 7 shots" in one_sentence(err)
-    assert not out.exists()  # the shots and features it computed went with it
+def test_short_music_is_refused_before_anything_is_made(capsys, clip, work, short_music):
+    out = work / "short_music"
     code, err = run_main(capsys, "trailer", clip, "--music", short_music, "--out", out, "--quiet")
     assert code == 2 and "at least 1 s" in one_sentence(err) and not out.exists()
 

@@ -3,15 +3,15 @@
 DIR holds the intermediate files as a cache: `shots.json` is reused while the video (its size, time and
 a hash of both ends) and the detector are the same; `features.npy` while `features.json` (embedder,
 its weights, frames per shot, the shots it was computed from) matches. So another --length or another
-piece of music re-runs only generation, the timeline and the render. A run that fails leaves DIR as it
-found it (files it wrote are removed, DIR too if it made it).
+piece of music re-runs only generation, the timeline and the render. A run that fails keeps the shots
+and features it computed (they are that cache: the next run starts from them) and removes every trailer
+file it wrote, so no half-made trailer is left; DIR goes too if the run made it and nothing was cached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +29,8 @@ from .shots import DEFAULT_DETECTOR, ShotList, detect_shots, load_shots, resolve
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # Bundled SSMP models by the feature size they read: the embedder's size picks the model.
 BUNDLED_MODELS = {1024: DEFAULT_MODEL_DIR, 1280: ASSETS / "efficientnet_lite0_model"}
-OUTPUTS = ("trailer.json", "trailer.otio", "trailer.edl", "trailer.mp4")
+OUTPUTS = ("trailer.json", "trailer.otio", "trailer.edl", "trailer.mp4", "trailer.png")
+FEW_SHOTS = 2  # a default length that gives this many shots or fewer is said on stderr
 
 
 def bundled_model_for(feature_dim: int, embedder: str) -> Path:
@@ -47,7 +48,7 @@ def check_model_dims(model_dim: int, feature_dim: int, model: str, embedder: str
 
 @dataclass
 class Run:
-    """Files this run wrote (removed if it fails) and the time each step took."""
+    """Trailer files this run wrote (removed if it fails) and the time each step took."""
 
     out_dir: Path
     made_dir: bool = False
@@ -62,8 +63,8 @@ class Run:
     def undo(self) -> None:
         for path in self.written:
             path.unlink(missing_ok=True)
-        if self.made_dir:
-            shutil.rmtree(self.out_dir, ignore_errors=True)
+        if self.made_dir and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()
 
 
 def shots_key(video_fp: dict, detector: str) -> dict:
@@ -118,6 +119,7 @@ def make_trailer(
     detector: str = DEFAULT_DETECTOR,
     frames_per_shot: int = 3,
     shot_seconds: float = 2.0,
+    fade: float = 0.0,
     decode=None,
     device: str = "cpu",
     engine_options: dict | None = None,
@@ -129,8 +131,10 @@ def make_trailer(
     (default: stderr)."""
     from ..engine import Engine, resolve_device
     from .embed import embed_shots, make_embedder
-    from .music import load_audio, merge_segments, segment_music
+    from .cuts import fit_to_music
+    from .music import load_audio, music_changes
     from .render import render
+    from .sheet import write_sheet
     from .timeline import build_timeline, edl_text, plan_slots, timeline_text
 
     log = log or (lambda line: print(line, file=sys.stderr))
@@ -146,6 +150,8 @@ def make_trailer(
         raise InputError(f"--frames-per-shot must be at least 1, got {frames_per_shot}")
     if not shot_seconds > 0:
         raise InputError(f"--shot-seconds must be positive, got {shot_seconds}")
+    if not fade >= 0:
+        raise InputError(f"--fade must be zero or more seconds, got {fade}")
     if not force:
         for name in OUTPUTS:
             if (out / name).exists():
@@ -153,10 +159,10 @@ def make_trailer(
                                  "(shots and features in the directory are reused when they still match)")
     info: VideoInfo = probe(video)
     video_fp = fingerprint(video)
-    segments = None
+    changes = None
     if music is not None:
         t = time.perf_counter()
-        segments = segment_music(load_audio(music))
+        changes = music_changes(load_audio(music))
         music_time = time.perf_counter() - t
     dev = str(resolve_device(device))
     detector = resolve_detector(detector, dev)
@@ -168,9 +174,10 @@ def make_trailer(
     run = Run(out, made_dir=not out.exists(), log=log)
     out.mkdir(exist_ok=True)
     try:
-        if segments is not None:
+        if changes is not None:
             run.timings["music"] = round(music_time, 3)
-            log(f"music: {len(segments) - 1} segments in {music_time:.1f} s")
+            log(f"music: {changes.duration:.1f} s, {len(changes.times)} changes to cut on ({changes.section_changes} of "
+                f"them where a section changes, the rest onsets) in {music_time:.1f} s")
 
         # 1. shots
         t = time.perf_counter()
@@ -179,12 +186,14 @@ def make_trailer(
         if shots is None:
             shots = detect_shots(video, detector, device=dev, progress=progress)
             write_text_atomic(shots_path, json.dumps(shots.to_dict(), indent=1) + "\n", force=True)
-            run.written.append(shots_path)
             run.step("shots", t, f" ({len(shots)} shots, {shots.num_frames} frames, {detector})")
         else:
             run.timings["shots"] = 0.0
             log(f"shots: reused {shots_path} ({len(shots)} shots)")
         shots.check_matches(info, str(shots_path))
+        num_shots = len(shots)
+        if length is not None and length > num_shots:  # known now, before the embedding's minutes
+            raise InputError(f"--length {length} is larger than the movie's {num_shots} shots; shots cannot repeat")
 
         # 2. features
         t = time.perf_counter()
@@ -194,33 +203,36 @@ def make_trailer(
         if features is None:
             features = embed_shots(video, shots, embedder, frames_per_shot, progress=progress)
             write_npy(features_path, features, force=True)
-            run.written.append(features_path)
             write_text_atomic(meta_path, json.dumps(key, indent=1) + "\n", force=True)
-            run.written.append(meta_path)
             run.step("embed", t, f" ({len(shots)} x {embedder.feature_dim}, {embedder.name})")
         else:
             run.timings["embed"] = 0.0
             log(f"embed: reused {features_path}")
 
-        # 3. the trailer's length and each slot's duration
-        num_shots = len(shots)
-        if segments is not None:
-            if len(segments) - 1 > num_shots:
-                log(f"music: {len(segments) - 1} segments for a movie of {num_shots} shots; "
-                    "the shortest segments merge with their shorter neighbours")
-                segments = merge_segments(segments, num_shots)
-            length = len(segments) - 1
-        elif length is not None and length > num_shots:
-            raise InputError(f"--length {length} is larger than the movie's {num_shots} shots; shots cannot repeat")
-
-        # 4. SSMP
+        # 3. SSMP, and with music the cuts: the trailer's length is chosen with them
         t = time.perf_counter()
-        trailer = engine.generate(features, length=length, decode=decode)
+        cuts, fit = None, None
+        if changes is not None:
+            fit = fit_to_music(lambda n: engine.generate(features, length=n, decode=decode), shots.bounds, changes,
+                               shots.fps)
+            trailer, cuts = fit.trailer, fit.plan.cuts
+            tried = ", ".join(f"{n} ({'too short' if off is None else f'{off} off the music'})" for n, off in fit.tries)
+            log(f"music: {trailer.length} shots cut on the music's changes (lengths tried: {tried})")
+            if fit.cut_short:
+                log(f"music: the movie's {num_shots} shots hold {sum(e - s for s, e in shots.bounds) / float(shots.fps):.1f} s "
+                    f"of picture for {changes.duration:.1f} s of music; the trailer uses every shot, ends at "
+                    f"{fit.total / float(shots.fps):.1f} s and the music fades out there")
+            log_off_music(log, fit.plan, changes)
+        else:
+            trailer = engine.generate(features, length=length, decode=decode)
+            if length is None and trailer.length <= FEW_SHOTS:
+                log(f"trailer: the default length (3.7% of the movie's {num_shots} shots) gives {trailer.length} "
+                    f"shot{'s' if trailer.length > 1 else ''}; pass --length or --music for a longer trailer")
         run.step("generate", t, f" ({trailer.length} of {num_shots} shots, {trailer.steps} rounds)")
 
-        # 5. timeline and render
+        # 4. timeline, render, sheet
         t = time.perf_counter()
-        slots = plan_slots(shots.bounds, trailer.shots, shots.fps, segments, shot_seconds)
+        slots = plan_slots(shots.bounds, trailer.shots, shots.fps, cuts, shot_seconds)
         name = f"{Path(video).stem} trailer ({float(shots.fps):g} fps)"
         timeline = build_timeline(slots, shots.fps, video, shots.num_frames, name, music, trailer.confidence)
         run.step("timeline", t)
@@ -229,11 +241,16 @@ def make_trailer(
         rendered = {}
 
         def write_mp4(tmp: str) -> None:
-            rendered.update(render(video, slots, shots.fps, tmp, music=music, progress=progress))
+            rendered.update(render(video, slots, shots.fps, tmp, music=music, fade=fade, progress=progress))
 
         write_atomic(mp4, write_mp4, force=force)
         run.written.append(mp4)
         run.step("render", t, f" ({rendered['seconds']:.1f} s of trailer)")
+        t = time.perf_counter()
+        sheet = out / "trailer.png"
+        write_sheet(sheet, video, slots, shots.fps, name, force=force)
+        run.written.append(sheet)
+        run.step("sheet", t, f" ({len(slots)} tile{'s' if len(slots) > 1 else ''})")
 
         record = {
             **trailer.to_dict(),
@@ -244,7 +261,11 @@ def make_trailer(
             "embedder": embedder.name,
             "frames_per_shot": frames_per_shot,
             "music": None if music is None else str(Path(music).resolve()),
-            "segments": None if segments is None else [round(s, 6) for s in segments],
+            "music_duration": None if changes is None else round(changes.duration, 6),
+            "music_changes": None if changes is None else [round(float(c), 6) for c in changes.times],
+            "cuts": cuts,
+            "cuts_off_music": None if fit is None else fit.plan.off_change,
+            "fade": fade,
             "duration": rendered["seconds"],
             "num_frames": rendered["frames"],
             "slots": [s.to_dict(shots.fps) for s in slots],
@@ -260,17 +281,33 @@ def make_trailer(
     return record
 
 
+def log_off_music(log, plan, changes) -> None:
+    if not len(changes.times) and plan.off_change:
+        log("music: it has no changes to cut on (a steady sound); the cuts fall where the shots' lengths put them")
+    elif plan.off_change:
+        log(f"music: {plan.off_change} of {len(plan.on_change)} cuts fall between the music's changes (none lies "
+            "where those shots end); the others are on them")
+
+
 def render_existing(video: str, trailer_path: str, out_path: str, shots_path: str | None = None,
-                    music: str | None = None, shot_seconds: float = 2.0, force: bool = False,
-                    progress: bool = False) -> dict:
+                    music: str | None = None, shot_seconds: float = 2.0, fade: float | None = None,
+                    force: bool = False, progress: bool = False, log=None) -> dict:
     """Render a trailer JSON: one written by `trailer` (its slots say every source range), or one written
-    by `run` (movie shot indices only) together with the shots file of the same movie."""
+    by `run` (movie shot indices only) together with the shots file of the same movie; and its contact
+    sheet beside the MP4 (same name, .png)."""
     from ..atomic import check_output_path
-    from .music import load_audio, merge_segments, segment_music
+    from .cuts import fit_shots
+    from .music import load_audio, music_changes
     from .render import render
+    from .sheet import write_sheet
     from .timeline import Slot, check_slots, plan_slots
 
+    log = log or (lambda line: print(line, file=sys.stderr))
+    sheet_path = Path(out_path).with_suffix(".png")
     check_output_path(out_path, force)
+    check_output_path(str(sheet_path), force)
+    if fade is not None and not fade >= 0:
+        raise InputError(f"--fade must be zero or more seconds, got {fade}")
     info = probe(video)
     path = Path(trailer_path)
     if not path.is_file():
@@ -292,6 +329,8 @@ def render_existing(video: str, trailer_path: str, out_path: str, shots_path: st
         check_slots(slots, info.num_frames, str(path))
         if music is None and record.get("music") and Path(record["music"]).is_file():
             music = record["music"]
+        if fade is None and isinstance(record.get("fade"), (int, float)) and record["fade"] >= 0:
+            fade = record["fade"]
     else:
         if shots_path is None:
             raise InputError(f"{path} holds movie shot indices only; pass --shots, the shots file of {video}")
@@ -303,22 +342,30 @@ def render_existing(video: str, trailer_path: str, out_path: str, shots_path: st
         if record.get("num_movie_shots", len(shots)) != len(shots) or max(picks) >= len(shots) or min(picks) < 0:
             raise InputError(f"{path} was made for a movie of {record.get('num_movie_shots')} shots; "
                              f"{shots_path} has {len(shots)}")
-        segments = None
+        cuts = None
         if music is not None:
-            segments = segment_music(load_audio(music))
-            if len(segments) - 1 < len(picks):
-                raise InputError(f"the music has {len(segments) - 1} segments for a trailer of {len(picks)} shots; "
-                                 "give longer music or leave --music out")
-            segments = merge_segments(segments, len(picks))
-        slots = plan_slots(shots.bounds, picks, shots.fps, segments, shot_seconds)
+            changes = music_changes(load_audio(music))
+            plan, total, cut_short = fit_shots([shots.bounds[i][1] - shots.bounds[i][0] for i in picks], changes,
+                                               shots.fps)
+            cuts = plan.cuts
+            if cut_short:
+                log(f"music: the trailer's {len(picks)} shots hold less picture than the {changes.duration:.1f} s of "
+                    f"music; it ends at {total / float(shots.fps):.1f} s and the music fades out there")
+            log_off_music(log, plan, changes)
+        slots = plan_slots(shots.bounds, picks, shots.fps, cuts, shot_seconds)
         fps = shots.fps
     rendered = {}
 
     def write(tmp: str) -> None:
-        rendered.update(render(video, slots, fps, tmp, music=music, progress=progress))
+        rendered.update(render(video, slots, fps, tmp, music=music, fade=fade or 0.0, progress=progress))
 
     write_atomic(out_path, write, force=force)
-    return {"out": str(out_path), **rendered, "slots": len(slots), "music": music}
+    try:
+        write_sheet(sheet_path, video, slots, fps, Path(video).stem + " trailer", force=force)
+    except BaseException:
+        Path(out_path).unlink(missing_ok=True)  # the MP4 and its sheet come together or not at all
+        raise
+    return {"out": str(out_path), "sheet": str(sheet_path), **rendered, "slots": len(slots), "music": music}
 
 
 def parse_fps(text: str):

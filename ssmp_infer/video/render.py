@@ -1,8 +1,10 @@
 """Render a trailer with PyAV: H.264 video (libx264, yuv420p) and AAC stereo audio in an MP4.
 
-Each slot's frames come from seeking to its source range; black frames fill what the timeline leaves
-black. The sound is the music when there is one (from its start, faded out over the last half second),
-otherwise each clip's own sound from the movie (silence where the movie has none).
+Each slot's frames come from seeking to its source range; clips follow one another with no black
+between them. The sound is the music when there is one (from its start, to its end; faded out over the
+last half second only where the trailer ends before the music), otherwise each clip's own sound from the
+movie (silence where the movie has none). `fade` seconds fade picture and sound in from black at the
+start and out to black at the end: the only black a trailer has.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .timeline import Slot
 
 AUDIO_RATE = 48000
 AAC_FRAME = 1024  # samples per AAC frame
-FADE_OUT = 0.5  # seconds
+FADE_OUT = 0.5  # seconds: music that goes on past the trailer's end fades out over this
 X264_OPTIONS = {"preset": "veryfast", "crf": "20"}
 
 
@@ -29,7 +31,7 @@ def even(n: int) -> int:
 
 
 def render(video: str | Path, slots: list[Slot], fps: Fraction, out_path: str | Path, music: str | Path | None = None,
-           progress: bool = False) -> dict:
+           fade: float = 0.0, progress: bool = False) -> dict:
     """Write the trailer to `out_path` (the caller makes it atomic). Returns frames and seconds written."""
     av = require("av", "PyAV (av)")
     total = slots[-1].record_end if slots else 0
@@ -44,21 +46,26 @@ def render(video: str | Path, slots: list[Slot], fps: Fraction, out_path: str | 
             vout = out.add_stream("libx264", rate=fps, options=X264_OPTIONS)
             vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
             aout = out.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
-            write_video(av, out, vout, source, vin, fps, slots, width, height, progress)
+            fade_frames = min(round(fade * float(fps)), total // 2)
+            write_video(av, out, vout, source, vin, fps, slots, width, height, fade_frames, progress)
             samples = music_samples(music, seconds) if music is not None else movie_sound(video, slots, fps)
-            write_audio(av, out, aout, samples)
+            write_audio(av, out, aout, fade_sound(samples, fade_frames / float(fps)))
         finally:
             out.close()
     return {"frames": total, "seconds": round(seconds, 6), "width": width, "height": height}
 
 
-def write_video(av, out, vout, source, vin, fps, slots, width, height, progress) -> None:
-    black = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24").reformat(format="yuv420p")
-    progress_bar = bar(slots[-1].record_end, "render", progress)
+def write_video(av, out, vout, source, vin, fps, slots, width, height, fade_frames, progress) -> None:
+    total = slots[-1].record_end
+    progress_bar = bar(total, "render", progress)
     pts = 0
 
     def emit(frame) -> None:
         nonlocal pts
+        level = min(1.0, (pts + 0.5) / fade_frames, (total - pts - 0.5) / fade_frames) if fade_frames else 1.0
+        if level < 1.0:  # --fade: from and to black
+            rgb = frame.to_ndarray(format="rgb24").astype(np.float32) * level
+            frame = av.VideoFrame.from_ndarray(rgb.round().astype(np.uint8), format="rgb24")
         frame = frame.reformat(format="yuv420p") if frame.format.name != "yuv420p" else frame
         frame.pts, frame.time_base = pts, Fraction(1) / fps
         pts += 1
@@ -75,8 +82,6 @@ def write_video(av, out, vout, source, vin, fps, slots, width, height, progress)
             frames += [frames[-1]] * (s.clip_frames - len(frames))  # a short read at the very end of a file
             for frame in frames:
                 emit(frame)
-            for _ in range(s.black_frames):
-                emit(black)
         for packet in vout.encode():
             out.mux(packet)
     finally:
@@ -84,20 +89,32 @@ def write_video(av, out, vout, source, vin, fps, slots, width, height, progress)
 
 
 def music_samples(music, seconds: float) -> np.ndarray:
-    """(2, n) float32: the music from its start for `seconds`, faded out at the end, silence past its end."""
+    """(2, n) float32: the music from its start for `seconds` (faded out at the end if it goes on past
+    them), silence past its end."""
     from .music import load_audio
 
     audio = load_audio(music, rate=AUDIO_RATE, layout="stereo").samples
     n = round(seconds * AUDIO_RATE)
     samples = np.zeros((2, n), np.float32)
     samples[:, : min(n, audio.shape[1])] = audio[:, :n]
-    fade = min(n, round(FADE_OUT * AUDIO_RATE))
-    samples[:, n - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    if audio.shape[1] - n > AUDIO_RATE // 100:  # cut short (by more than 10 ms): no abrupt stop
+        fade = min(n, round(FADE_OUT * AUDIO_RATE))
+        samples[:, n - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    return samples
+
+
+def fade_sound(samples: np.ndarray, seconds: float) -> np.ndarray:
+    """In over the first `seconds` and out over the last (the picture's --fade)."""
+    n = min(round(seconds * AUDIO_RATE), samples.shape[1] // 2)
+    if n > 0:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        samples[:, :n] *= ramp
+        samples[:, samples.shape[1] - n :] *= ramp[::-1]
     return samples
 
 
 def movie_sound(video, slots: list[Slot], fps: Fraction) -> np.ndarray:
-    """(2, n) float32: each clip's own sound from the movie, silence under black or without an audio stream."""
+    """(2, n) float32: each clip's own sound from the movie, silence where the movie has no audio stream."""
     av = require("av", "PyAV (av)")
     n = round(slots[-1].record_end / float(fps) * AUDIO_RATE)
     samples = np.zeros((2, n), np.float32)
