@@ -95,8 +95,8 @@ def plans(engine, shots, features, changes) -> dict:
     from ssmp_infer.video.cuts import fit_cuts, fit_short, fit_to_music
 
     fps = shots.fps
-    total = round(changes.duration * float(fps))
-    weights = changes.at_frames(fps, total)
+    weights = changes.at_frames(fps)
+    total = len(weights) - 1
     sections = [round(s * float(fps)) for s in changes.sections]
     length = max(1, min(len(sections) - 1, len(shots)))
     trailer = engine.generate(features, length=length)

@@ -19,7 +19,7 @@ cannot fill the music on its changes, it asks for more, shorter shots.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -112,7 +112,7 @@ class MusicFit:
     plan: CutPlan
     total: int  # the trailer's frames
     cut_short: bool  # the movie holds less picture than the music: the trailer ends first
-    tries: list[tuple[int, int | None]] = field(default_factory=list)  # (length, cuts off the music; None: too short)
+    tries: list[tuple[int, int | None]]  # (length, cuts off the music; None: too short)
 
 
 def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, int]], changes, fps) -> MusicFit:
@@ -121,36 +121,34 @@ def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, 
     at that length cannot fill the music on its changes, it asks for more, shorter shots: as many more as
     the missing picture needs, at least an eighth more. `generate(length)` returns a trailer (`.shots`)."""
     num_shots = len(bounds)
-    total = round(changes.duration * float(fps))
-    weights = changes.at_frames(fps, total)
+    weights = changes.at_frames(fps)
     length = max(1, min(len(changes.sections) - 1, num_shots))
-    best: MusicFit | None = None
+    best: tuple[object, CutPlan] | None = None
     tries: list[tuple[int, int | None]] = []
     for attempt in range(MAX_TRIES):
         trailer = generate(length)
         frames = [bounds[i][1] - bounds[i][0] for i in trailer.shots]
         plan = fit_cuts(frames, weights, float(fps))
         tries.append((length, None if plan is None else plan.off_change))
-        if plan is not None and (best is None or plan.off_change < best.plan.off_change):
-            best = MusicFit(trailer, plan, total, False, tries)
+        if plan is not None and (best is None or plan.off_change < best[1].off_change):
+            best = (trailer, plan)
         if (plan is not None and plan.off_change == 0) or length == num_shots:
             break
-        missing = total - sum(frames)
+        missing = len(weights) - 1 - sum(frames)
         more = -(-missing * length // max(sum(frames), 1)) if missing > 0 else 0
         length = num_shots if attempt == MAX_TRIES - 2 else min(num_shots, length + max(1, -(-length // 8), more))
     if best is not None:
-        return best
+        return MusicFit(*best, total=len(weights) - 1, cut_short=False, tries=tries)
     plan, end = fit_short(frames, weights, fps)  # every shot together is shorter than the music
-    return MusicFit(trailer, plan, end, True, tries)
+    return MusicFit(trailer, plan, total=end, cut_short=True, tries=tries)
 
 
 def fit_shots(shot_frames: Sequence[int], changes, fps) -> tuple[CutPlan, int, bool]:
     """Cuts for a trailer whose shots are given (`render` of a `run` trailer): the plan, the trailer's
     frames, and whether it ends before the music."""
-    total = round(changes.duration * float(fps))
-    weights = changes.at_frames(fps, total)
+    weights = changes.at_frames(fps)
     plan = fit_cuts(shot_frames, weights, float(fps))
     if plan is not None:
-        return plan, total, False
+        return plan, len(weights) - 1, False
     plan, end = fit_short(shot_frames, weights, fps)
     return plan, end, True

@@ -144,8 +144,10 @@ class MusicChanges:
     duration: float
     section_changes: int = 0  # how many of the changes are section changes (the rest: onsets only)
 
-    def at_frames(self, fps, total_frames: int) -> np.ndarray:
-        """(total_frames + 1,) strength of the strongest change nearest each frame boundary (0: none)."""
+    def at_frames(self, fps) -> np.ndarray:
+        """Strength of the strongest change at each frame boundary of a picture as long as the music
+        (`round(duration * fps) + 1` of them; 0: none)."""
+        total_frames = round(self.duration * float(fps))
         weights = np.zeros(total_frames + 1)
         frames = np.round(self.times * float(fps)).astype(int)
         inside = (frames > 0) & (frames < total_frames)

@@ -13,7 +13,7 @@ import numpy as np
 from ..atomic import write_atomic
 from . import require
 from .frames import open_container, read_range, video_stream
-from .timeline import Slot
+from .timeline import Slot, timecode
 
 TILE_WIDTH = 240  # pixels; the height follows the video's aspect ratio
 COLUMNS = 6
@@ -24,12 +24,7 @@ TEXT = (235, 235, 235)
 DIM = (160, 160, 160)
 
 
-def timecode(frames: int, fps: Fraction) -> str:
-    otio = require("opentimelineio", "opentimelineio")
-    return otio.opentime.to_timecode(otio.opentime.RationalTime(frames, float(fps)), float(fps))
-
-
-def clip_frames(video: str | Path, slots: list[Slot], fps: Fraction, width: int) -> list[np.ndarray]:
+def middle_frames(video: str | Path, slots: list[Slot], fps: Fraction, width: int) -> list[np.ndarray]:
     """The middle frame of each slot's clip, (height, width, 3) uint8."""
     images = []
     with open_container(video) as container:
@@ -48,7 +43,7 @@ def contact_sheet(video: str | Path, slots: list[Slot], fps: Fraction, title: st
     draw_mod = require("PIL.ImageDraw", "pillow")
     font_mod = require("PIL.ImageFont", "pillow")
     font = font_mod.load_default(size=FONT_SIZE)
-    tiles = clip_frames(video, slots, fps, TILE_WIDTH)
+    tiles = middle_frames(video, slots, fps, TILE_WIDTH)
     tile_h = tiles[0].shape[0] if tiles else TILE_WIDTH * 9 // 16
     caption = 2 * (FONT_SIZE + 4)
     columns = max(1, min(COLUMNS, len(slots)))

@@ -137,7 +137,7 @@ def edl_text(timeline) -> str:
 def audio_event(number: int, clip, record_range) -> str:
     otio = require("opentimelineio", "opentimelineio")
     rate = record_range.duration.rate
-    tc = lambda t: otio.opentime.to_timecode(t, rate)  # noqa: E731
+    tc = lambda t: timecode(round(t.value), rate)  # noqa: E731
     source = clip.source_range
     url = clip.media_reference.target_url
     # the adapter's own event layout: number, reel (8), channel (5), C, four timecodes
@@ -147,6 +147,12 @@ def audio_event(number: int, clip, record_range) -> str:
         f"* FROM CLIP NAME:  {clip.name}",
         f"* FROM CLIP: {url}",  # as the adapter writes the video events' source
     ])
+
+
+def timecode(frames: int, fps) -> str:
+    """HH:MM:SS:FF at the movie's frame rate, as the EDL writes it."""
+    otio = require("opentimelineio", "opentimelineio")
+    return otio.opentime.to_timecode(otio.opentime.RationalTime(frames, float(fps)), float(fps))
 
 
 def reel_name(video: str) -> str:
