@@ -5,7 +5,8 @@ cuts off the music's changes, and the slots' lengths, for three plans over the s
   shorter than its section is used whole and the rest is black.
 - cuts, fixed length: the slots' cuts chosen among the music's changes (`cuts.fit_cuts`), the length
   still one slot per section.
-- cuts, length searched (kept, `cuts.fit_to_music`): the length grows until the shots fill the music.
+- cuts, length and shots searched (kept, `cuts.fit_to_music`): the length grows until the shots fill the
+  music on its changes, and the cuts leave out shots too short to reach the music's next change.
 
     python benchmarks/music_cut.py [--out DIR]
 
@@ -113,7 +114,8 @@ def plans(engine, shots, features, changes) -> dict:
     else:
         rows["cuts, fixed length"] = (length, 0.0, plan.off_change, total)
     fit = fit_to_music(lambda n: engine.generate(features, length=n), shots.bounds, changes, fps)
-    rows["cuts, length searched"] = (fit.trailer.length, 0.0, fit.plan.off_change, fit.total, fit.plan.lengths)
+    rows["cuts, length and shots searched"] = (len(fit.plan.used), 0.0, fit.plan.off_change, fit.total, fit.plan.lengths,
+                                               len(fit.left_out))
     return rows
 
 
@@ -141,8 +143,9 @@ def main() -> None:
                 length, black, off, picture = row[:4]
                 lengths = np.array(row[4]) / fps if len(row) > 4 else None
                 spread = "" if lengths is None else f"{np.median(lengths):.2f} ({lengths.min():.2f}-{lengths.max():.2f})"
+                aside = f", {row[5]} left out" if len(row) > 5 and row[5] else ""
                 print(f"| {clip_name} ({len(shots)} shots) | {music_name} ({len(ch.times)} changes) | {plan_name} | "
-                      f"{length} | {black:.0%} | {'-' if off is None else f'{off} of {length - 1}'} | "
+                      f"{length}{aside} | {black:.0%} | {'-' if off is None else f'{off} of {length - 1}'} | "
                       f"{picture / fps:.1f} / {ch.duration:.1f} s | {spread} |", flush=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -144,7 +145,7 @@ def test_the_length_grows_until_the_shots_fill_the_music():
     assert asked[0] == 5  # one shot per section first
     assert fit.plan.off_change == 0 and not fit.cut_short and fit.total == 500
     assert sum(fit.plan.lengths) == 500 and all(n <= 20 for n in fit.plan.lengths)
-    assert fit.trailer.length == asked[-1] >= 25  # 20 s of 0.8 s shots
+    assert fit.trailer.length == asked[-1] >= 25 and len(fit.plan.used) >= 25  # 20 s of 0.8 s shots
 
 
 def test_a_movie_shorter_than_its_music_ends_on_a_change():
@@ -160,6 +161,70 @@ def test_a_movie_shorter_than_its_music_ends_on_a_change():
     # cannot span 1.0-2.2 s); 1.6 s lets every cut lie on a change
     assert fit.cut_short and fit.trailer.length == 3 and fit.total == 40 and fit.plan.cuts == [0, 12, 25, 40]
     assert all(n <= b - a for n, (a, b) in zip(fit.plan.lengths, bounds))
+
+
+def ssmp_order(order):
+    """A stand-in for `engine.generate`: the first `n` shots of a fixed ranking, in that order, SSMP surer
+    of the earlier ones (asked lengths recorded)."""
+    asked = []
+
+    def generate(n):
+        asked.append(n)
+        return SimpleNamespace(shots=list(order[:n]), length=n, confidence=[1 - i / 100 for i in range(n)])
+
+    return generate, asked
+
+
+def shot_bounds(lengths):
+    starts = np.cumsum([0] + list(lengths))
+    return [(int(a), int(b)) for a, b in zip(starts, starts[1:])]
+
+
+def test_shots_too_short_for_the_music_are_left_out_in_order():
+    # changes every second; SSMP ranks short shots (0.4 s) among long ones (1.2 s); no short shot can reach
+    # from a change to the next, so the cut leaves them out and asks for more shots
+    lengths = [10, 30, 10, 30, 30, 10, 30, 30, 30, 10, 30, 30, 30, 30, 30, 30]
+    changes = MusicChanges(np.arange(1.0, 6.0), np.ones(5), [0, 2.0, 4.0, 6.0], 6.0, 0)
+    generate, asked = ssmp_order(range(len(lengths)))
+    fit = fit_to_music(generate, shot_bounds(lengths), changes, Fraction(FPS))
+    assert fit.plan.off_change == 0 and fit.total == 150 and sum(fit.plan.lengths) == 150
+    assert set(fit.plan.cuts) <= {0, 25, 50, 75, 100, 125, 150}  # on the changes (every 25 frames) and the ends
+    # the six long shots SSMP is surest of, in its order; the short ones and the least sure long ones left out
+    assert [fit.trailer.shots[j] for j in fit.plan.used] == [1, 3, 4, 6, 7, 8]
+    assert fit.left_out == [s for s in fit.trailer.shots if s not in (1, 3, 4, 6, 7, 8)]
+    assert fit.tries[-1] == (asked[-1], 6, 0) and asked[-1] < len(lengths)
+
+
+def test_a_shot_that_fits_somewhere_but_not_where_it_falls_is_left_out():
+    # changes at 1.0, 1.6, 3.0 s; a 0.72 s shot fits the 1.0-1.6 gap, but SSMP puts it third, after two
+    # 1.6 s shots, where it would start at 2.0-3.2 s
+    lengths = [40, 18, 40, 40, 40, 40]
+    changes = MusicChanges(np.array([1.0, 1.6, 3.0]), np.ones(3), [0, 2.0, 4.0], 4.0, 0)
+    generate, asked = ssmp_order([0, 2, 1, 3, 4, 5])
+    fit = fit_to_music(generate, shot_bounds(lengths), changes, Fraction(FPS))
+    assert fit.plan.off_change == 0 and sum(fit.plan.lengths) == 100
+    assert set(fit.plan.cuts) <= {0, 25, 40, 75, 100}
+    assert fit.left_out == [1] and [fit.trailer.shots[j] for j in fit.plan.used] == [0, 2, 3]
+    assert all(n <= lengths[fit.trailer.shots[j]] for n, j in zip(fit.plan.lengths, fit.plan.used))
+    # without leaving it out, the same shots need a cut off the music
+    assert fit_cuts([lengths[i] for i in fit.trailer.shots], changes.at_frames(Fraction(FPS)), FPS).off_change > 0
+
+
+def test_a_movie_shorter_than_its_music_leaves_out_a_shot_that_cannot_cut_on_it():
+    # 6 shots, 10 s of picture, for 40 s of music changing every 0.5 s; shot 2 lasts 0.32 s
+    lengths = [50, 45, 8, 60, 40, 47]
+    changes = MusicChanges(np.arange(0.5, 40, 0.5), np.ones(79), [0, 8, 16, 24, 32, 40], 40.0, 0)
+    generate, asked = ssmp_order(range(6))
+    fit = fit_to_music(generate, shot_bounds(lengths), changes, Fraction(FPS))
+    assert fit.cut_short and fit.left_out == [2] and fit.plan.used == [0, 1, 3, 4, 5]
+    weights = changes.at_frames(Fraction(FPS))
+    assert fit.plan.off_change == 0 and all(weights[c] > 0 for c in fit.plan.cuts[1:])  # the end too: on a change
+    assert all(n <= lengths[fit.trailer.shots[j]] for n, j in zip(fit.plan.lengths, fit.plan.used))
+    assert len(asked) == len(set(asked))  # no trailer asked for twice
+    # a steady tone has no changes to cut on: nothing is left out, every shot is used
+    tone = MusicChanges(np.array([]), np.ones(0), [0, 20.0], 20.0, 0)
+    fit = fit_to_music(generate, shot_bounds(lengths), tone, Fraction(FPS))
+    assert fit.cut_short and not fit.left_out and fit.trailer.shots == list(range(6)) and fit.total == sum(lengths)
 
 
 def test_plan_takes_the_middle_of_each_shot():

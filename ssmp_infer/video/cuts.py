@@ -11,10 +11,13 @@ trailer's frames:
 - a cut on a change earns the change's strength; a cut between changes costs OFF_CHANGE (taken only
   when no plan on changes exists, for example music without onsets, a steady tone);
 - slots far from the trailer's mean slot length cost a little (LENGTH_WEIGHT), so the rhythm stays even
-  where the music allows.
+  where the music allows;
+- a shot may be left out (`skip`), at a cost above what any cut on the music earns and below a cut off
+  it: a shot too short to reach from a change of the music to another is dropped rather than cut off
+  the music, and the shots keep SSMP's order.
 
-The trailer's length in slots is chosen with the cuts (`pipeline.fit_to_music`): when the shots SSMP picks
-cannot fill the music on its changes, it asks for more, shorter shots.
+The trailer's length in slots is chosen with the cuts (`fit_to_music`): while the shots SSMP picks cannot
+fill the music on its changes, it asks SSMP for more, and the cuts choose among them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ OFF_CHANGE = 10.0  # the cost of a cut between the music's changes: more than an
 LENGTH_WEIGHT = 1.0  # the cost of a slot twice (or zero times) the mean slot length
 LONGEST = 3.0  # a slot is at most this many mean slot lengths (or 4 s): bounds the search
 ENDS_TRIED = 24  # a trailer shorter than its music tries this many of the last changes as its end
+# The cost of leaving out one of SSMP's shots: more than a cut on a change earns (at most 2) or an uneven
+# slot costs (at most 4), less than a cut off the music (OFF_CHANGE). Up to 1 more for the shots SSMP
+# is surest of, so the least sure go first.
+SKIP = 5.0
 
 
 @dataclass
@@ -36,6 +43,7 @@ class CutPlan:
     cuts: list[int]  # trailer frames [0, ..., total]: slot j runs from cuts[j] to cuts[j + 1]
     on_change: list[bool]  # per inner cut: does it lie on a change of the music
     score: float
+    used: list[int]  # the shots (indices into those given) that fill the slots, in order
 
     @property
     def off_change(self) -> int:
@@ -46,10 +54,12 @@ class CutPlan:
         return [b - a for a, b in zip(self.cuts, self.cuts[1:])]
 
 
-def fit_cuts(shot_frames: Sequence[int], weights: np.ndarray, fps: float) -> CutPlan | None:
+def fit_cuts(shot_frames: Sequence[int], weights: np.ndarray, fps: float, skip: Sequence[float] | None = None
+             ) -> CutPlan | None:
     """The best cut points for slots filled by shots of `shot_frames` frames, in order, over a trailer of
     `len(weights) - 1` frames; `weights[f]` is the strength of the music's change at frame f (0: none).
-    None when the shots cannot fill it (together shorter than the music)."""
+    With `skip` (a cost per shot), a shot may be left out at its cost; without, every shot fills a slot.
+    None when the shots cannot fill the trailer (together shorter than the music)."""
     total = len(weights) - 1
     count = len(shot_frames)
     if count == 0 or total < 1 or sum(shot_frames) < total:
@@ -58,9 +68,10 @@ def fit_cuts(shot_frames: Sequence[int], weights: np.ndarray, fps: float) -> Cut
     mean = total / count
     longest = max(round(LONGEST * mean), round(4.0 * fps))
     gain = np.where(weights > 0, weights, -OFF_CHANGE)
-    score = np.full(total + 1, -np.inf)
+    gain[total] = 0.0  # the end is not a cut
+    score = np.full(total + 1, -np.inf)  # score[f]: the best plan whose slots so far end at frame f
     score[0] = 0.0
-    back = np.zeros((count, total + 1), np.int32)
+    back = np.zeros((count, total + 1), np.int32)  # the slot's length in frames; 0: the shot left out
     for j, frames in enumerate(shot_frames):
         lo, hi = min(min_frames, frames), min(frames, total, longest)
         best = np.full(total + 1, -np.inf)
@@ -70,21 +81,29 @@ def fit_cuts(shot_frames: Sequence[int], weights: np.ndarray, fps: float) -> Cut
             better = cand > view
             view[better] = cand[better]
             back[j, d:][better] = d
-        if j < count - 1:
-            best += gain
-            best[total] = -np.inf  # inner cuts lie inside the trailer
+        best += gain
+        if skip is not None:
+            left_out = score - skip[j]
+            better = left_out > best
+            best[better] = left_out[better]
+            back[j][better] = 0
         score = best
     if not np.isfinite(score[total]):
         return None
-    cuts = [total]
+    cuts, used = [total], []
     for j in range(count - 1, -1, -1):
-        cuts.append(cuts[-1] - int(back[j, cuts[-1]]))
+        d = int(back[j, cuts[-1]])
+        if d:
+            cuts.append(cuts[-1] - d)
+            used.append(j)
     cuts.reverse()
+    used.reverse()
     assert cuts[0] == 0, cuts
-    return CutPlan(cuts, [bool(weights[c] > 0) for c in cuts[1:-1]], float(score[total]))
+    return CutPlan(cuts, [bool(weights[c] > 0) for c in cuts[1:-1]], float(score[total]), used)
 
 
-def fit_short(shot_frames: Sequence[int], weights: np.ndarray, fps) -> tuple[CutPlan, int]:
+def fit_short(shot_frames: Sequence[int], weights: np.ndarray, fps, skip: Sequence[float] | None = None
+              ) -> tuple[CutPlan, int]:
     """Cuts for shots that together are shorter than the music: the trailer ends before it, on one of the
     music's changes that the picture reaches (the latest that lets every cut lie on a change, else the one
     with the fewest cuts off them), or where the picture runs out when no change lies in its second half."""
@@ -92,7 +111,7 @@ def fit_short(shot_frames: Sequence[int], weights: np.ndarray, fps) -> tuple[Cut
     ends = [int(f) for f in np.flatnonzero(weights[: picture + 1] > 0) if f >= picture / 2][::-1][:ENDS_TRIED] or [picture]
     best: tuple[CutPlan, int] | None = None
     for end in ends:
-        plan = fit_cuts(shot_frames, weights[: end + 1], float(fps))
+        plan = fit_cuts(shot_frames, weights[: end + 1], float(fps), skip)
         if plan is not None and (best is None or plan.off_change < best[0].off_change):
             best = (plan, end)
             if plan.off_change == 0:
@@ -101,51 +120,102 @@ def fit_short(shot_frames: Sequence[int], weights: np.ndarray, fps) -> tuple[Cut
     return best
 
 
-MAX_TRIES = 8  # trailer lengths tried before settling for the plan with the fewest cuts off the music
+MAX_TRIES = 8  # trailers generated before settling for the plan with the fewest cuts off the music
 
 
 @dataclass
 class MusicFit:
-    """A music-timed trailer: the shots, where they cut, and how the length was found."""
+    """A music-timed trailer: SSMP's shots, the ones the cuts use, where they cut, how the length was found."""
 
-    trailer: object  # the engine's Trailer for the chosen length
-    plan: CutPlan
+    trailer: object  # the engine's Trailer of the length asked for
+    plan: CutPlan  # plan.used: the slots of `trailer` that fill the music (the others are left out)
     total: int  # the trailer's frames
     cut_short: bool  # the movie holds less picture than the music: the trailer ends first
-    tries: list[tuple[int, int | None]]  # (length, cuts off the music; None: too short)
+    tries: list[tuple[int, int | None, int | None]]  # (shots asked for, shots used, cuts off the music; None: too short)
+
+    @property
+    def left_out(self) -> list[int]:
+        """The movie shots SSMP picked that no slot uses (too short to reach the music's next change)."""
+        used = set(self.plan.used)
+        return [s for j, s in enumerate(self.trailer.shots) if j not in used]
+
+
+def change_frames(weights: np.ndarray) -> np.ndarray:
+    """The frames a cut may lie on: the music's changes, its start and its end."""
+    total = len(weights) - 1
+    return np.unique(np.concatenate([[0, total], np.flatnonzero(weights > 0)]))
+
+
+def reaches(lengths: Sequence[int], places: np.ndarray, fps: float) -> np.ndarray:
+    """For shots of `lengths` frames, the longest slot each can fill from one place to cut to another
+    (0: none, the shot is shorter than any stretch between the music's changes)."""
+    spans = np.unique((places[None, :] - places[:, None]).ravel())
+    spans = spans[spans > 0]
+    n = np.asarray(lengths, dtype=np.int64)
+    if not len(spans):
+        return np.zeros_like(n)
+    longest = spans[np.maximum(np.searchsorted(spans, n, side="right") - 1, 0)]
+    lo = np.minimum(max(1, round(MIN_SLOT * fps)), n)
+    return np.where((longest <= n) & (longest >= lo), longest, 0)
 
 
 def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, int]], changes, fps) -> MusicFit:
-    """Choose the trailer's length together with its cuts. It starts at one shot per section of the music
-    (its changes of colour, long sections split at 4 s, as trailer shots go); while the shots SSMP picks
-    at that length cannot fill the music on its changes, it asks for more, shorter shots: as many more as
-    the missing picture needs, at least an eighth more. `generate(length)` returns a trailer (`.shots`)."""
+    """Choose the trailer's length and shots together with its cuts. It starts at one shot per section of
+    the music (its changes of colour, long sections split at 4 s, as trailer shots go). While the shots
+    SSMP picks cannot fill the music on its changes, it asks for more: as many more as the missing
+    picture needs (counting each shot as the longest stretch between changes it can fill) or two for each
+    cut off the music, at least an eighth more and at most twice as many; the cuts leave out the shots too short for where they fall,
+    the least confident first. `generate(length)` returns a trailer (`.shots`, `.confidence` if any)."""
     num_shots = len(bounds)
     weights = changes.at_frames(fps)
+    total = len(weights) - 1
+    places = change_frames(weights)
+    lengths = [b - a for a, b in bounds]
+    steady = len(places) == 2  # a steady sound has no changes: every shot is used, nothing to gain
+    reach = np.asarray(lengths) if steady else reaches(lengths, places, float(fps))
     length = max(1, min(len(changes.sections) - 1, num_shots))
     best: tuple[object, CutPlan] | None = None
-    tries: list[tuple[int, int | None]] = []
-    for attempt in range(MAX_TRIES):
+    tries: list[tuple[int, int | None, int | None]] = []
+
+    def plan_for(trailer, fit=fit_cuts):
+        frames = [lengths[i] for i in trailer.shots]
+        return fit(frames, weights, float(fps), None if steady else skip_costs(trailer))
+
+    for _ in range(MAX_TRIES):
         trailer = generate(length)
-        frames = [bounds[i][1] - bounds[i][0] for i in trailer.shots]
-        plan = fit_cuts(frames, weights, float(fps))
-        tries.append((length, None if plan is None else plan.off_change))
+        plan = plan_for(trailer)
+        tries.append((length, None, None) if plan is None else (length, len(plan.used), plan.off_change))
         if plan is not None and (best is None or plan.off_change < best[1].off_change):
             best = (trailer, plan)
         if (plan is not None and plan.off_change == 0) or length == num_shots:
             break
-        missing = len(weights) - 1 - sum(frames)
-        more = -(-missing * length // max(sum(frames), 1)) if missing > 0 else 0
-        length = num_shots if attempt == MAX_TRIES - 2 else min(num_shots, length + max(1, -(-length // 8), more))
+        filled = int(sum(reach[i] for i in trailer.shots))  # the most these shots fill cut on the changes
+        more = -(-(total - filled) * length // max(filled, 1)) if filled < total else 0
+        if plan is not None:  # each cut off the music wants a shot or two that reach where it should be
+            more = max(more, 2 * plan.off_change)
+        length = min(num_shots, length + max(1, -(-length // 8), min(more, length)))
     if best is not None:
-        return MusicFit(*best, total=len(weights) - 1, cut_short=False, tries=tries)
-    plan, end = fit_short(frames, weights, fps)  # every shot together is shorter than the music
+        return MusicFit(*best, total=total, cut_short=False, tries=tries)
+    if len(trailer.shots) != num_shots:  # no length tried fills the music: every shot
+        trailer = generate(num_shots)
+        plan = plan_for(trailer)
+        tries.append((num_shots, None, None) if plan is None else (num_shots, len(plan.used), plan.off_change))
+        if plan is not None:
+            return MusicFit(trailer, plan, total=total, cut_short=False, tries=tries)
+    plan, end = plan_for(trailer, fit_short)  # every shot together is shorter than the music
     return MusicFit(trailer, plan, total=end, cut_short=True, tries=tries)
 
 
+def skip_costs(trailer) -> np.ndarray:
+    """Per slot, the cost of leaving its shot out: SKIP, plus up to 1 by SSMP's confidence in it."""
+    confidence = getattr(trailer, "confidence", None)
+    rank = np.argsort(np.argsort(confidence, kind="stable")) if confidence else np.zeros(len(trailer.shots))
+    return SKIP + rank / max(len(rank), 1)
+
+
 def fit_shots(shot_frames: Sequence[int], changes, fps) -> tuple[CutPlan, int, bool]:
-    """Cuts for a trailer whose shots are given (`render` of a `run` trailer): the plan, the trailer's
-    frames, and whether it ends before the music."""
+    """Cuts for a trailer whose shots are given (`render` of a `run` trailer, every shot used): the plan,
+    the trailer's frames, and whether it ends before the music."""
     weights = changes.at_frames(fps)
     plan = fit_cuts(shot_frames, weights, float(fps))
     if plan is not None:

@@ -10,6 +10,7 @@ file it wrote, so no half-made trailer is left; DIR goes too if the run made it 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -215,12 +216,16 @@ def make_trailer(
         if changes is not None:
             fit = fit_to_music(lambda n: engine.generate(features, length=n, decode=decode), shots.bounds, changes,
                                shots.fps)
-            trailer, cuts = fit.trailer, fit.plan.cuts
-            tried = ", ".join(f"{n} ({'too short' if off is None else f'{off} off the music'})" for n, off in fit.tries)
-            log(f"music: {trailer.length} shots cut on the music's changes (lengths tried: {tried})")
+            trailer, cuts = slots_used(fit.trailer, fit.plan.used), fit.plan.cuts
+            log(f"music: {trailer.length} shots cut on the music's changes (tried: {describe_tries(fit.tries)})")
+            if fit.left_out:
+                log(f"music: {len(fit.left_out)} of SSMP's {fit.trailer.length} shots left out so that every slot "
+                    f"ends on a change of the music (the shortest, then the least sure): "
+                    f"{', '.join(map(str, sorted(fit.left_out)))}")
             if fit.cut_short:
                 log(f"music: the movie's {num_shots} shots hold {sum(e - s for s, e in shots.bounds) / float(shots.fps):.1f} s "
-                    f"of picture for {changes.duration:.1f} s of music; the trailer uses every shot, ends at "
+                    f"of picture for {changes.duration:.1f} s of music; the trailer uses "
+                    f"{'every shot' if trailer.length == num_shots else f'{trailer.length} of them'}, ends at "
                     f"{fit.total / float(shots.fps):.1f} s and the music fades out there")
             log_off_music(log, fit.plan, changes)
         else:
@@ -265,6 +270,7 @@ def make_trailer(
             "music_changes": None if changes is None else [round(float(c), 6) for c in changes.times],
             "cuts": cuts,
             "cuts_off_music": None if fit is None else fit.plan.off_change,
+            "left_out": None if fit is None else fit.left_out,  # SSMP's shots too short for the music's changes
             "fade": fade,
             "duration": rendered["seconds"],
             "num_frames": rendered["frames"],
@@ -279,6 +285,21 @@ def make_trailer(
         run.undo()
         raise
     return record
+
+
+def describe_tries(tries) -> str:
+    """'12 shots (too short), 28 shots (26 used, 0 off the music)'."""
+    return ", ".join(f"{n} shots (too short)" if off is None else f"{n} shots ({used} used, {off} off the music)"
+                     for n, used, off in tries)
+
+
+def slots_used(trailer, used: list[int]):
+    """The trailer with only its slots `used` (in order): the shots a music-timed cut keeps."""
+    if len(used) == trailer.length:
+        return trailer
+    pinned = [used.index(j) for j in trailer.pinned if j in used]
+    return dataclasses.replace(trailer, shots=[trailer.shots[j] for j in used],
+                               confidence=[trailer.confidence[j] for j in used], length=len(used), pinned=pinned)
 
 
 def log_off_music(log, plan, changes) -> None:
