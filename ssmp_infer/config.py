@@ -37,6 +37,11 @@ class ModelConfig:
     # cosine with its neighbours, its position (ssmp_infer/context_prior.py). Needs shot_prior; the
     # presets turn it on (measured: README, Training).
     context_prior: bool = False
+    # Let the context branch also read the shot against its own stretch of the film (the mean of the
+    # shots within LOCAL_SHOTS of it) and the change from the shot before, not only against the whole
+    # movie: what sets a shot apart within its scene, and how far a cut jumps. Needs context_prior; the
+    # presets turn it on (measured: README, Training).
+    local_context: bool = False
     # Score slots against position-aware keys: k_i = normalize(m_i + W_k·pos_i), not m_i alone, and feed
     # a locked slot k_g, so a slot can say where in the movie its shot lies (see SSMPEncoder.shot_keys).
     position_keys: bool = False
@@ -65,6 +70,8 @@ class ModelConfig:
             raise InputError(f"model config: dropout must be in [0, 1), got {self.dropout}")
         if self.context_prior and not self.shot_prior:
             raise InputError("model config: context_prior adds to the shot prior, so it needs shot_prior true")
+        if self.local_context and not self.context_prior:
+            raise InputError("model config: local_context widens the context branch, so it needs context_prior true")
         if self.movie_attention not in MOVIE_ATTENTION:
             raise InputError(
                 f"model config: movie_attention must be one of {list(MOVIE_ATTENTION)}, got {self.movie_attention!r}"
@@ -82,16 +89,18 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise InputError(f"model config has unknown fields {sorted(unknown)}")
-        # Checkpoints written before the shot prior (or its context branch) existed score without it.
-        return cls(**{"shot_prior": False, "context_prior": False, "position_keys": False, **d})
+        # Checkpoints written before the shot prior (or its context branch, or its local read) existed
+        # score without it.
+        return cls(**{"shot_prior": False, "context_prior": False, "local_context": False, "position_keys": False, **d})
 
 
 PRESETS = {
     # As the paper reports: 4 layers, 4 heads, hidden 1024, FFN 2048 on 1024-d ImageBind features.
-    "paper": dict(d_model=1024, n_layers=4, n_heads=4, d_ff=2048, shot_prior=True, context_prior=True, position_keys=True),
+    "paper": dict(d_model=1024, n_layers=4, n_heads=4, d_ff=2048, shot_prior=True, context_prior=True,
+                  local_context=True, position_keys=True),
     # Small enough to train on 2 CPU cores in minutes, same 1024-d input so real features fit it.
     "demo": dict(d_model=192, n_layers=4, n_heads=4, d_ff=384, dropout=0.1, shot_prior=True, context_prior=True,
-                 position_keys=True),
+                 local_context=True, position_keys=True),
 }
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ssmp_infer.config import ModelConfig, model_preset
-from ssmp_infer.context_prior import context_features
+from ssmp_infer.context_prior import LOCAL_SHOTS, context_features
 from ssmp_infer.model import (
     SSMPEncoder,
     num_parameters,
@@ -248,6 +248,7 @@ def test_context_features_by_hand():
     unit = unit.masked_fill(~valid[..., None], 7.0)  # padding rows that must not count
     positions = torch.randn(2, I, 3, generator=g)
     got = context_features(unit, valid, positions)
+    local = context_features(unit, valid, positions, local=True)
     for b, n in enumerate(lengths):
         mean = unit[b, :n].mean(dim=0)
         for i in range(n):
@@ -256,11 +257,38 @@ def test_context_features_by_hand():
             after = float(u @ unit[b, i + 1]) if i < n - 1 else 1.0
             expected = torch.cat([u, u - mean, torch.tensor([before, after]), positions[b, i]])
             assert_close(got[b, i], expected, atol=1e-6, rtol=1e-6)
+            near = unit[b, max(0, i - LOCAL_SHOTS): min(n, i + LOCAL_SHOTS + 1)].mean(dim=0)
+            jump = u - unit[b, i - 1] if i > 0 else torch.zeros_like(u)
+            expected = torch.cat([u, u - mean, u - near, jump, torch.tensor([before, after]), positions[b, i]])
+            assert_close(local[b, i], expected, atol=1e-6, rtol=1e-6)
+
+
+def test_the_local_mean_is_local():
+    """A movie longer than the local window: each shot's local mean is over the 9 shots around it (fewer
+    at the ends), so a shot far away does not move it."""
+    g = torch.Generator().manual_seed(1)
+    I, D = 30, 4
+    unit = torch.nn.functional.normalize(torch.randn(1, I, D, generator=g), dim=-1)
+    valid = torch.ones(1, I, dtype=torch.bool)
+    positions = torch.zeros(1, I, 0)
+    got = context_features(unit, valid, positions, local=True)[0, :, 2 * D: 3 * D]
+    moved = unit.clone()
+    moved[0, 29] = -moved[0, 29]  # more than LOCAL_SHOTS from shot 20
+    again = context_features(moved, valid, positions, local=True)[0, :, 2 * D: 3 * D]
+    assert_close(got[:25], again[:25], atol=1e-6, rtol=0)
+    assert not torch.allclose(got[25:], again[25:])
 
 
 def test_checkpoint_configs_without_the_shot_prior_keep_the_papers_scoring():
-    old = {k: v for k, v in model_preset("demo").to_dict().items() if k not in ("shot_prior", "context_prior")}
+    old = {k: v for k, v in model_preset("demo").to_dict().items()
+           if k not in ("shot_prior", "context_prior", "local_context")}
     assert ModelConfig.from_dict(old).shot_prior is False and ModelConfig.from_dict(old).context_prior is False
+    # a checkpoint from before the local read keeps its narrower context branch (and loads its weights)
+    before_local = {k: v for k, v in model_preset("demo").to_dict().items() if k != "local_context"}
+    assert ModelConfig.from_dict(before_local).context_prior and not ModelConfig.from_dict(before_local).local_context
+    assert model_preset("demo").local_context and model_preset("paper").local_context
+    with pytest.raises(ValueError, match="local_context .* needs context_prior"):
+        ModelConfig.from_dict({**before_local, "context_prior": False, "local_context": True})
     assert model_preset("demo").shot_prior and model_preset("paper").shot_prior
     with pytest.raises(ValueError, match="context_prior .* needs shot_prior"):
         ModelConfig.from_dict({**old, "context_prior": True})
