@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_weights
 
 from .atomic import write_files_atomic
 from .config import ModelConfig
@@ -46,7 +47,9 @@ def save_checkpoint(model: SSMPEncoder, directory: str | Path, provenance: dict,
     text = dumps_json(meta, indent=2) + "\n"
     directory.mkdir(parents=True, exist_ok=True)
     # both files written aside, then both renamed with Ctrl-C held off: never new weights under an old config
-    write_files_atomic({directory / WEIGHTS: lambda tmp: save_file(weights, tmp),
+    # (serialised here and written by Python: a full disk is then an OSError, one sentence, where
+    # safetensors' own writer raises an error of its own kind)
+    write_files_atomic({directory / WEIGHTS: lambda tmp: Path(tmp).write_bytes(save_weights(weights)),
                         directory / CONFIG: lambda tmp: Path(tmp).write_text(text, encoding="utf-8")}, force=True)
     return directory
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import io
 import json
 import sys
@@ -135,12 +136,20 @@ def cmd_run(args) -> None:
         raise InputError("--pin, --ban and --candidates take a single .npy movie, whose shots they name")
     if args.out == "-":  # the Unix convention: standard output
         args.out = None
-    if args.out is not None:
+    if args.resume:
+        check_resume(args, many)
+    elif args.out is not None:
         check_output_path(args.out, args.force)  # before the work, not after
     if args.ray is not None:
+        import ray
+
         from .serve.ray_run import ray_generate
 
-        run_many(args, None, generate=ray_generate(args))  # the engines live in the Ray actors
+        generate = ray_generate(args)  # joins or starts Ray: the engines live in its actors
+        try:
+            run_many(args, None, generate=generate)
+        finally:
+            ray.shutdown()
         return
     engine = Engine.load(**engine_options(args))
     if many:
@@ -162,17 +171,53 @@ def cmd_run(args) -> None:
         write_text_atomic(args.out, text, force=args.force)
 
 
+def check_resume(args, many: bool) -> None:
+    """--resume goes on from a JSON Lines --out of many movies; refused, in one sentence, where it cannot."""
+    from pathlib import Path
+
+    if args.out is None:
+        raise InputError("--resume goes on from an --out file; give the one the stopped run wrote")
+    if not many:
+        raise InputError("--resume takes several movies (a directory, an .npz, several .npy, or --ray); "
+                         "one movie is written whole or not at all")
+    if args.force:
+        raise InputError("--resume keeps the records in --out and --force replaces them; give one of the two")
+    out = Path(args.out)
+    if out.exists() and not out.is_file():
+        raise InputError(f"--out {out} exists and is not a regular file")
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: directory {out.parent} does not exist")
+
+
+def resume_signature(args) -> dict:
+    """What every trailer record in a resumed --out must say (see resume.SIGNATURE)."""
+    from .engine import model_source
+
+    signature = {"model": model_source(args.model), "backend": args.backend, "mode": args.mode, "seed": args.seed}
+    if args.length is not None:
+        signature["length"] = args.length
+    return signature
+
+
 def run_many(args, engine, generate=None) -> None:
     """JSON Lines, one record per movie in input order; bad movies are error records and a sentence on
-    stderr each, and the run then fails (exit 2) after writing every good movie. `generate(items)`, when
-    given, makes the results instead of `engine` (run --ray)."""
+    stderr each, and the run then fails (exit 2) after writing every good movie. `generate(items, start)`,
+    when given, makes the results of items[start:] instead of `engine` (run --ray). With --resume the
+    records already in --out are kept and the run goes on after them (ssmp_infer/resume.py)."""
     from .atomic import write_atomic
     from .many import generate_many, iter_inputs
+    from .resume import Done, append_records, read_done
 
     items = list(iter_inputs(args.features))  # names and loaders only: gives the progress bar its total
+    done = Done(0, 0, 0)
+    if args.resume:
+        done = read_done(args.out, [name for name, _ in items], resume_signature(args))
+        if done.records:
+            print(f"ssmp-infer: resuming after {done.records} of {len(items)} movies already in {args.out}",
+                  file=sys.stderr)
     progress = sys.stderr.isatty()  # a bar only for a person watching; a log gets the error lines alone
     shown = ""  # the bar now on the terminal, overwritten in place with \r
-    failed = 0
+    failed = done.failed
 
     def say(line: str, end: str = "\n") -> None:
         nonlocal shown
@@ -181,21 +226,24 @@ def run_many(args, engine, generate=None) -> None:
 
     def write(out) -> None:
         nonlocal failed
-        results = generate(items) if generate else generate_many(engine, items, length=args.length,
-                                                                 decode=decode_config(args), batch_movies=args.batch_size)
-        for done, result in enumerate(results, 1):
-            out.write(dumps_json(result.to_dict()) + "\n")
+        rest = items[done.records:]
+        results = generate(items, done.records) if generate else generate_many(
+            engine, rest, length=args.length, decode=decode_config(args), batch_movies=args.batch_size)
+        for count, result in enumerate(results, done.records + 1):
+            out.write(dumps_json(result.to_dict()) + "\n")  # one whole line per write: a kill tears at most the last
             out.flush()
             if not result.ok:
                 failed += 1
                 say(f"ssmp-infer: error: {result.name}: {result.error}")
             if progress:
-                say(f"[{done}/{len(items)}] {result.name}", end="")
+                say(f"[{count}/{len(items)}] {result.name}", end="")
         if progress:
             say(shown)  # keep the final count, end the line
 
     if args.out is None:
         write(sys.stdout)
+    elif args.resume:  # in place, record by record: what a killed run finished stays for the next resume
+        append_records(args.out, done, write)
     else:
         def write_file(tmp: str) -> None:
             with open(tmp, "w", encoding="utf-8") as f:
@@ -403,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write here instead of stdout (- is stdout)")
     p.add_argument("--format", choices=("json", "csv"), default="json")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--resume", action="store_true",
+                   help="several movies into a JSON Lines --out: keep the records a stopped run wrote there (the "
+                        "same inputs and options) and go on after them; --out is then written record by record")
     p.add_argument("--batch-size", type=int, default=8, help="several movies: movies per padded batch")
     p.add_argument("--pin", action="append", metavar="SLOT:SHOT",
                    help="start slot SLOT locked on movie shot SHOT; the rest is predicted around it (repeatable)")
@@ -533,6 +584,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_sentence(e: OSError) -> str:
+    where = f" ({e.filename})" if e.filename else ""
+    short_write = e.errno is None and " requested and " in str(e)  # numpy's tofile/save: the disk ran out
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) or short_write:  # outputs are written aside and renamed: nothing replaced
+        why = "a write stopped short" if short_write else e.strerror
+        return (f"the disk is full ({why}){where}; the files that were there are as they were: free some "
+                "space and run the command again")
+    return f"{e.strerror or e}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -543,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early (`| head`): not an error worth a message
         return 1
     except OSError as e:  # a file system refusal (permissions, a full disk): still one sentence
-        print(f"ssmp-infer: error: {e.strerror or e} ({e.filename})" if e.filename else f"ssmp-infer: error: {e}", file=sys.stderr)
+        print(f"ssmp-infer: error: {os_error_sentence(e)}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Exception) as e:  # Ctrl-C, also when an import wrapped it in another error
         if not caused_by_interrupt(e):

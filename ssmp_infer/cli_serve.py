@@ -91,9 +91,9 @@ def serve_forever(args, engine_options: dict, feature_dim: int, limits, resource
     from ray import serve
 
     from .serve.app import build_app
+    from .serve.connect import init_ray
 
-    ray.init(address=args.address, num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    init_ray(args.address, num_cpus=args.num_cpus)  # no address: a Ray of its own, whatever an old cluster left
     # After ray.init, which installs a SIGTERM handler of its own that would exit without draining.
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

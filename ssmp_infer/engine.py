@@ -65,6 +65,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def model_source(model_dir) -> str:
+    """How a trailer names its model (`Trailer.model`): "bundled:default", or the directory as given."""
+    return "bundled:default" if model_dir is None or Path(model_dir) == DEFAULT_MODEL_DIR else str(model_dir)
+
+
 class Engine:
     def __init__(self, model_config: ModelConfig, backend: Backend, source: str = "custom"):
         self.model_config = model_config
@@ -105,7 +110,7 @@ class Engine:
         if cuda_graphs and dev.type != "cuda":
             raise InputError(f"CUDA graphs need a CUDA device, and this engine runs on {dev}")
         model, _ = load_checkpoint(model_dir, dev)
-        source = "bundled:default" if model_dir is None or Path(model_dir) == DEFAULT_MODEL_DIR else str(model_dir)
+        source = model_source(model_dir)
         if backend == "onnxruntime":
             from .backends.onnx_backend import OnnxRuntimeBackend
 

@@ -14,6 +14,7 @@ Two halves:
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -350,6 +351,18 @@ class Case:
         self.close_stdout, self.words, self.check, self.skip = close_stdout, words, check, skip
 
 
+HAS_RAY = importlib.util.find_spec("ray") is not None
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then let go)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _mkfifo(path: Path) -> Path:
     os.mkfifo(path)
     return path
@@ -381,6 +394,17 @@ def cases(fix: Path) -> dict[str, Case]:
     run = ["run", movie, "--model", model]
     train = ["train", "--data", str(fix / "data1024"), "--epochs", "1", "--validation-fraction", "0"]
     synth = ["--movies", "100", "--shots", "300-500"]  # a few seconds of work to interrupt
+
+    many = ["run", movie, movie, "--model", model]
+
+    def record(**fields) -> str:
+        """A record as `run` writes it for the fixture movie, with `fields` changed."""
+        return json.dumps({"name": "movie", "shots": [0], "confidence": [0.5], "num_movie_shots": 30, "length": 1,
+                           "steps": 1, "mode": "paper", "backend": "torch", "device": "cpu", "model": model,
+                           "elapsed_ms": 1.0, "seed": 0, "pinned": [], **fields}) + "\n"
+
+    def put(t: Path, text: str) -> None:
+        (t / "o.jsonl").write_text(text)
 
     def user_data(t: Path) -> Path:
         """A folder that looks like a data set but holds the user's own files."""
@@ -456,6 +480,27 @@ def cases(fix: Path) -> dict[str, Case]:
         "train_patience_negative": Case(lambda t: train + ["--out", t / "ck", "--patience", "-3"], words=("--patience",)),
         "train_lr_huge": Case(lambda t: train + ["--out", t / "ck", "--lr", "1e308", "--epochs", "3"], owned=("ck",),
                               words=("--lr",), check=lambda t, r: not (t / "ck" / "model.safetensors").exists()),
+        # --resume: a file that is not this run's is refused and left as it was; a torn last line is made again
+        "resume_not_a_run_output": Case(lambda t: (put(t, "slot,shot\n0,1\n"), many + ["--out", t / "o.jsonl", "--resume"])[-1],
+                                        words=("json record",)),
+        "resume_other_model": Case(lambda t: (put(t, record(model="/elsewhere")), many + ["--out", t / "o.jsonl", "--resume"])[-1],
+                                   words=("model",)),
+        "resume_other_seed": Case(lambda t: (put(t, record(seed=5)), many + ["--out", t / "o.jsonl", "--resume"])[-1],
+                                  words=("seed",)),
+        "resume_other_inputs": Case(lambda t: (put(t, record(name="another")), many + ["--out", t / "o.jsonl", "--resume"])[-1],
+                                    words=("other inputs",)),
+        "resume_binary_junk": Case(lambda t: ((t / "o.jsonl").write_bytes(os.urandom(200) + b"\n"),
+                                              many + ["--out", t / "o.jsonl", "--resume"])[-1], words=("json record",)),
+        "resume_fifo_out": Case(lambda t: many + ["--out", _mkfifo(t / "o.jsonl"), "--resume"], words=("regular",)),
+        "resume_with_force": Case(lambda t: (put(t, record()), many + ["--out", t / "o.jsonl", "--resume", "--force"])[-1],
+                                  words=("--force",)),
+        "resume_torn_last_line": Case(lambda t: (put(t, record() + '{"name": "mov'), many + ["--out", t / "o.jsonl", "--resume"])[-1],
+                                      expect="ok", owned=("o.jsonl",),
+                                      check=lambda t, r: [json.loads(x)["name"] for x in (t / "o.jsonl").read_text().splitlines()]
+                                      == ["movie", "movie"]),
+        # a Ray cluster address that nobody answers: a sentence in seconds, not a wait without end
+        "ray_address_not_answering": Case(lambda t: ["run", "--ray", f"127.0.0.1:{closed_port()}", movie, movie, "--model", model],
+                                          words=("does not answer",), skip=None if HAS_RAY else "ray is not installed"),
         # closed pipes: the reader went away
         "run_closed_stdout": Case(lambda t: run, expect="any", close_stdout=True),
         "run_many_closed_stdout": Case(lambda t: ["run", movie, movie, movie, "--model", model], expect="any", close_stdout=True),

@@ -57,6 +57,21 @@ def test_run_ray_gives_the_local_runs_records_in_input_order(movies, tmp_path):
             assert a[key] == b[key], (a["name"], key)
 
 
+def test_run_ray_resumes_after_the_records_a_stopped_run_left(movies, tmp_path):
+    local = run(movies, "--out", tmp_path / "local.jsonl", *FAST)
+    assert local.returncode == 2
+    lines = (tmp_path / "local.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "ray.jsonl").write_text("".join(lines[:3]) + lines[3][:30])  # three whole records, a torn fourth
+    on_ray = run("--ray", movies, "--out", tmp_path / "ray.jsonl", *FAST, "--resume")
+    assert on_ray.returncode == 2 and "resuming after 3 of 8" in on_ray.stderr, on_ray.stderr[-2000:]
+    assert "2 of 8 movies failed" in on_ray.stderr  # movie_02b among the kept records, movie_04b made now
+    got, expected = records(tmp_path / "ray.jsonl"), records(tmp_path / "local.jsonl")
+    assert (tmp_path / "ray.jsonl").read_text().splitlines()[:3] == [line.rstrip("\n") for line in lines[:3]]
+    assert [r["name"] for r in got] == [r["name"] for r in expected]
+    for a, b in zip(got, expected):
+        assert a.get("shots") == b.get("shots") and a.get("error") == b.get("error"), a["name"]
+
+
 def test_run_ray_refuses_what_run_refuses_before_starting_ray(movies, tmp_path):
     result = run("--ray", "--length", "0", movies, "--out", tmp_path / "x.jsonl")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--length" in result.stderr
@@ -72,3 +87,72 @@ def test_an_address_is_told_from_an_input_path(tmp_path, monkeypatch):
     assert looks_like_address("host:1234")
     (tmp_path / "host:1234").mkdir()  # a directory that happens to look like an address is an input
     assert not looks_like_address("host:1234")
+
+
+# --- a cluster that does not answer: one sentence within seconds, nothing written --------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_one_sentence(result, *words):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_an_address_nobody_listens_on_is_one_sentence_within_seconds(movies, tmp_path):
+    import time
+
+    port = free_port()
+    for address, env in ((f"127.0.0.1:{port}", {}), (f"ray://127.0.0.1:{port}", {}),
+                         ("auto", {"RAY_ADDRESS": f"127.0.0.1:{port}"})):  # a note left by a cluster that is gone
+        start = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "ssmp_infer.cli", "run", "--ray", address, str(movies),
+                                 "--out", str(tmp_path / "out.jsonl"), *FAST], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0", **env})
+        assert time.monotonic() - start < 60  # start-up plus a 5 s probe: seconds, where Ray alone waits for ever
+        assert_one_sentence(result, "does not answer", str(port))
+        assert list(tmp_path.iterdir()) == []  # no output, no temporary file beside it
+
+
+def test_a_port_that_accepts_but_never_answers_gives_up_at_the_stated_time(movies, tmp_path):
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept():  # accept every connection and say nothing
+        server.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    try:
+        start = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "ssmp_infer.cli", "run", "--ray", address, str(movies),
+                                 "--out", str(tmp_path / "out.jsonl"), *FAST], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0",
+                                     "SSMP_INFER_RAY_CONNECT_S": "6"})
+        took = time.monotonic() - start
+    finally:
+        stop.set()
+        for conn in held:
+            conn.close()
+        server.close()
+    assert_one_sentence(result, address, "did not answer within 6 s")
+    assert 6 <= took < 60
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,8 @@ driver puts the records back in input order as they arrive and hands them to the
 from __future__ import annotations
 
 import math
+import sys
+from collections import Counter
 from typing import Iterator
 
 import numpy as np
@@ -20,6 +22,7 @@ from ..engine import Trailer
 from ..errors import InputError
 from ..inputs import dumps_json, parse_json
 from ..many import MovieResult, iter_inputs
+from .connect import init_ray
 
 
 class MovieActor:
@@ -31,6 +34,10 @@ class MovieActor:
         self.engine = Engine.load(**engine_options)
         self.items = list(iter_inputs(paths))  # the driver's expansion, repeated: lists names, reads nothing
         self.length, self.decode = length, decode
+        import ray
+
+        context = ray.get_runtime_context()
+        self.node = context.get_node_id()  # which machine made which records: the run's log says
 
     def __call__(self, batch: dict) -> dict:
         from ..many import generate_many
@@ -44,7 +51,8 @@ class MovieActor:
                 items.append((name, _fails(f"{name} was not found where the run's listing put it (inputs changed during the run)")))
         results = generate_many(self.engine, items, length=self.length, decode=self.decode, batch_movies=len(items))
         return {"index": np.array(indices, dtype=np.int64),
-                "record": np.array([dumps_json(r.to_dict()) for r in results], dtype=object)}
+                "record": np.array([dumps_json(r.to_dict()) for r in results], dtype=object),
+                "node": np.array([self.node] * len(indices), dtype=object)}
 
 
 def _fails(message: str):
@@ -62,19 +70,23 @@ def _result(record: dict) -> MovieResult:
 
 
 def ray_results(paths: list[str], address: str | None, engine_options: dict, length: int | None, decode: DecodeConfig,
-                batch_movies: int, total: int, gpus_per_actor: float = 0) -> Iterator[MovieResult]:
-    """MovieResults in input order, generated on Ray (`address` None: a local Ray in this process)."""
+                batch_movies: int, total: int, gpus_per_actor: float = 0, start: int = 0) -> Iterator[MovieResult]:
+    """MovieResults of the inputs from `start` on (a resumed run has the ones before), in input order,
+    generated on Ray (`address` None: a local Ray in this process)."""
     import ray
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        init_ray(address)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in input order; the buffer below checks it
         items = [{"index": k, "name": name} for k, (name, _) in enumerate(iter_inputs(paths))]
         assert len(items) == total, "the driver lists the inputs once, the same way every time"
-        batches = math.ceil(total / batch_movies)
+        items = items[start:]
+        if not items:
+            return
+        batches = math.ceil(len(items) / batch_movies)
         resources = ray.cluster_resources()
         slots = resources.get("GPU", 0) // gpus_per_actor if gpus_per_actor else resources.get("CPU", 1)
         actors = int(max(1, min(batches, slots)))
@@ -88,14 +100,21 @@ def ray_results(paths: list[str], address: str | None, engine_options: dict, len
             num_gpus=gpus_per_actor,
         )
         waiting: dict[int, MovieResult] = {}
-        expected = 0
+        expected = start
+        made: Counter = Counter()  # records per node
         for row in data.iter_rows():
-            waiting[int(row["index"])] = _result(parse_json(str(row["record"]), "a record from a Ray actor"))
+            index = int(row["index"])
+            if index < expected or index in waiting:  # an invariant: a retried batch is delivered once
+                raise RuntimeError(f"Ray returned the record of input {index} twice")
+            waiting[index] = _result(parse_json(str(row["record"]), "a record from a Ray actor"))
+            made[str(row["node"])] += 1
             while expected in waiting:
                 yield waiting.pop(expected)
                 expected += 1
         if expected != total:  # an invariant: every input gives exactly one record
             raise RuntimeError(f"Ray returned {expected} of {total} records")
+        print(f"ssmp-infer: ray: {sum(made.values())} movies on {len(made)} node(s): "
+              + ", ".join(f"node {node[:12]} made {count}" for node, count in made.most_common()), file=sys.stderr)
     finally:
         if started:
             ray.shutdown()
@@ -112,7 +131,8 @@ def looks_like_address(text: str) -> bool:
 
 
 def ray_generate(args):
-    """`generate(items)` for the CLI's run_many: the run's options, checked here before Ray starts."""
+    """`generate(items, start)` for the CLI's run_many: the run's options, checked here before Ray starts,
+    then Ray joined (or started); the caller shuts it down (`ray.shutdown`)."""
     from ..cli import decode_config
     from ..cli_backend import engine_options
     from . import require_ray
@@ -128,8 +148,10 @@ def ray_generate(args):
         resolve_device(args.device)  # a bad device is one sentence here, not a failed actor later
     options = engine_options(args)
     gpus = 1 if args.device.startswith("cuda") else 0
+    init_ray(address)  # now, before any output file: a cluster that does not answer is one sentence
 
-    def generate(items) -> Iterator[MovieResult]:
-        return ray_results(args.features, address, options, args.length, decode, args.batch_size, len(items), gpus)
+    def generate(items, start: int = 0) -> Iterator[MovieResult]:
+        return ray_results(args.features, address, options, args.length, decode, args.batch_size, len(items), gpus,
+                           start)
 
     return generate
