@@ -88,37 +88,67 @@ def serve_forever(args, engine_options: dict, feature_dim: int, limits, resource
     import signal
 
     import ray
-    from ray import serve
 
-    from .serve.app import build_app
     from .serve.connect import init_ray
 
-    init_ray(args.address, num_cpus=args.num_cpus)  # no address: a Ray of its own, whatever an old cluster left
-    # After ray.init, which installs a SIGTERM handler of its own that would exit without draining.
-    stop = threading.Event()
+    stop, serving = threading.Event(), threading.Event()
+
+    def on_signal(*_) -> None:
+        stop.set()
+        if not serving.is_set():  # starting up: nothing to drain, stop where we are
+            raise StoppedWhileStarting
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
-        app = build_app(engine_options, feature_dim, limits, replicas=args.replicas,
-                        max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
-                        replica_resources=resources)
+        init_ray(args.address, num_cpus=args.num_cpus)  # no address: a Ray of its own, whatever an old cluster left
+    except StoppedWhileStarting:
+        print("ssmp-infer: stopped while starting", file=sys.stderr, flush=True)
+        return
+    # Again after ray.init, which installs a SIGTERM handler of its own that would exit without draining.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
         try:
-            handle = serve.run(app, name="ssmp-infer", route_prefix="/")
-        except Exception as e:  # a replica failed to start: its first line says why (the rest is in Ray's logs)
-            lines = [line for line in str(e).splitlines() if line.strip()]
-            raise InputError(f"the server could not start: {lines[-1] if lines else type(e).__name__}") from None
-        print(f"ssmp-infer: serving on http://{args.host}:{args.port} (POST /v1/trailers, GET /healthz, GET /metrics); "
-              "SIGTERM or Ctrl-C drains and stops", file=sys.stderr, flush=True)
-        while not stop.wait(0.5):
-            pass
-        print("ssmp-infer: draining requests in progress", file=sys.stderr, flush=True)
-        left = handle.drain.remote(args.drain_timeout).result()
-        if left:
-            print(f"ssmp-infer: {left} request(s) still open after --drain-timeout {args.drain_timeout:g} s",
-                  file=sys.stderr, flush=True)
-        time.sleep(0.5)  # the last answers are handed back; give the HTTP proxy a moment to send them
-        serve.shutdown()
+            serve_until_stopped(args, engine_options, feature_dim, limits, resources, stop, serving)
+        except StoppedWhileStarting:
+            print("ssmp-infer: stopped while starting", file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
     print("ssmp-infer: stopped", file=sys.stderr, flush=True)
+
+
+class StoppedWhileStarting(Exception):
+    """SIGTERM or Ctrl-C before the server was up: raised in the main thread by the signal handler."""
+
+
+def serve_until_stopped(args, engine_options: dict, feature_dim: int, limits, resources: dict, stop, serving) -> None:
+    """Deploy, say so, wait for `stop`, drain. `serving` is set once the app is up: a signal before that
+    raises StoppedWhileStarting (nothing to drain), after it only sets `stop`."""
+    from ray import serve
+
+    from .serve.app import build_app
+
+    serve.start(http_options={"host": args.host, "port": args.port})
+    app = build_app(engine_options, feature_dim, limits, replicas=args.replicas,
+                    max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
+                    replica_resources=resources)
+    try:
+        handle = serve.run(app, name="ssmp-infer", route_prefix="/")
+    except StoppedWhileStarting:
+        raise
+    except Exception as e:  # a replica failed to start: its first line says why (the rest is in Ray's logs)
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise InputError(f"the server could not start: {lines[-1] if lines else type(e).__name__}") from None
+    serving.set()
+    print(f"ssmp-infer: serving on http://{args.host}:{args.port} (POST /v1/trailers, GET /healthz, GET /metrics); "
+          "SIGTERM or Ctrl-C drains and stops", file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    print("ssmp-infer: draining requests in progress", file=sys.stderr, flush=True)
+    left = handle.drain.remote(args.drain_timeout).result()
+    if left:
+        print(f"ssmp-infer: {left} request(s) still open after --drain-timeout {args.drain_timeout:g} s",
+              file=sys.stderr, flush=True)
+    time.sleep(0.5)  # the last answers are handed back; give the HTTP proxy a moment to send them
+    serve.shutdown()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,12 +36,33 @@ def npy_bytes(features: np.ndarray) -> bytes:
 
 def generate_trailer(url: str, features: np.ndarray | bytes, length: int | None = None, mode: str | None = None,
                      steps: int | None = None, seed: int | None = None, pins: list[str] | None = None,
-                     bans: list[str] | None = None, timeout: float = 120.0) -> dict:
+                     bans: list[str] | None = None, timeout: float = 120.0, retry_for: float = 60.0) -> dict:
     """POST `features` ((I, D) array, or a .npy file's bytes as they are) to `url`/v1/trailers; the trailer dict.
 
-    `pins` ("SLOT:SHOT") and `bans` ("100-140,512") are the CLI's --pin and --ban. Raises ServerError with
-    the server's sentence on any refusal (4xx, 5xx); a connection failure is urllib's URLError.
+    `pins` ("SLOT:SHOT") and `bans` ("100-140,512") are the CLI's --pin and --ban. A 503 (the server busy,
+    a replica lost, a restart) is retried after its Retry-After for up to `retry_for` seconds (0: never);
+    past that, or on any other refusal (4xx, 5xx), raises ServerError with the server's sentence. A
+    connection failure is urllib's URLError.
     """
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            return _post_trailer(url, features, length, mode, steps, seed, pins, bans, timeout)
+        except ServerError as e:
+            wait = _retry_after(e)
+            if e.status != 503 or time.monotonic() + wait > deadline:
+                raise
+            time.sleep(wait)
+
+
+def _retry_after(error: "ServerError") -> float:
+    try:
+        return min(max(float(error.retry_after or 1), 0.1), 30.0)
+    except ValueError:  # an HTTP date, or junk: a second
+        return 1.0
+
+
+def _post_trailer(url, features, length, mode, steps, seed, pins, bans, timeout) -> dict:
     query = [(k, str(v)) for k, v in (("length", length), ("mode", mode), ("steps", steps), ("seed", seed)) if v is not None]
     query += [("pin", p) for p in pins or ()] + [("ban", b) for b in bans or ()]
     body = features if isinstance(features, (bytes, bytearray)) else npy_bytes(features)

@@ -9,6 +9,7 @@ generator that never finishes (no Ray needed for that).
 import asyncio
 import io
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -200,6 +201,112 @@ def test_sigterm_drains_requests_in_flight(server):
     assert any("stopped" in line for line in server.log), "".join(server.log[-10:])
 
 
+# ------------------------------------------------------------------ a replica dies under load
+
+
+def replica_pids() -> list[int]:
+    """The generator replicas' processes on this machine (Ray titles them ray::ServeReplica:APP:Generator)."""
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"ServeReplica:ssmp-infer:Generator" in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return sorted(found)
+
+
+def test_a_replica_killed_under_load_loses_no_good_request(engine):
+    """Two generator replicas under load, one killed by its process id: every request gets its correct
+    trailer or a 503 with Retry-After (never a wrong trailer, never a hang), the client's retries get every
+    trailer, /healthz keeps answering, /metrics counts the loss, and Ray starts the replica again."""
+    import os
+
+    flags = ["--replicas", 2, "--num-cpus", 2, "--max-batch-size", 2, "--batch-wait-ms", 20, "--device", "cpu"]
+    movies = [movie(500, 400 + k) for k in range(16)]
+    expected = [engine.generate(m, length=10).shots for m in movies]
+    with ServerProcess(flags) as server:
+        pids = replica_pids()
+        assert len(pids) == 2, pids
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(post, server.url, npy_bytes(m), "?length=10") for m in movies]
+            for _ in range(600):  # kill while requests are held (admitted, not answered)
+                if parse(server.metrics_text())["ssmp_queue_depth"] >= 4:
+                    break
+                time.sleep(0.02)
+            os.kill(pids[0], signal.SIGKILL)
+            answers = [f.result(timeout=300) for f in futures]
+        assert server.healthy()
+        lost = 0
+        for (status, answer, headers), shots in zip(answers, expected):
+            if status == 503:
+                assert answer.get("kind") == "replica_lost" and float(headers["Retry-After"]) > 0, answer
+                lost += 1
+            else:
+                assert status == 200 and answer["shots"] == shots, (status, answer)
+        again = [generate_trailer(server.url, m, 10, retry_for=180)["shots"] for m in movies[:8]]
+        assert again == expected[:8]
+        if lost:
+            assert parse(server.metrics_text()).get('ssmp_errors_total{kind="replica_lost"}', 0) >= lost
+        deadline = time.monotonic() + 180
+        while len(replica_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert len(replica_pids()) == 2 and pids[0] not in replica_pids()  # a new replica in the dead one's place
+
+
+# ------------------------------------------------------------------ starting up: an old address, SIGTERM
+
+
+def serve_process(port: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ssmp_infer.entry", "serve", "--host", "127.0.0.1", "--port",
+                             str(port), "--num-cpus", "1", "--device", "cpu"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_an_old_address_does_not_hold_serve_up_and_sigterm_stops_it_at_any_moment():
+    """RAY_ADDRESS naming a cluster that is gone (as a shell keeps it after `ray stop`): serve, given no
+    --address, starts a Ray of its own and answers; SIGTERM early in start-up, later in it, and once it
+    serves, each stops it within a minute, without a traceback."""
+    import os
+
+    from ssmp_infer.serve.launch import free_port
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ADDRESS": f"127.0.0.1:{free_port('127.0.0.1')}"}
+    for delay in (1.0, 6.0, None):  # None: once /healthz answers
+        port = free_port("127.0.0.1")
+        proc = serve_process(port, env)
+        if delay is None:
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                        if json.loads(r.read()).get("status") == "ok":
+                            break
+                except (OSError, ValueError):
+                    time.sleep(0.5)
+            assert proc.poll() is None and time.monotonic() < deadline, "serve never answered /healthz"
+        else:
+            time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"SIGTERM {delay} s into start-up did not stop serve within 60 s")
+        assert "Traceback" not in stderr, stderr[-2000:]
+        # importing, SIGTERM's default ends it (nothing had started); inside ray.init, Ray's own handler
+        # exits with status 15 after shutting its Ray down; after it, ours says it stopped
+        assert proc.returncode in (-signal.SIGTERM, signal.SIGTERM) or "stopped" in stderr, (proc.returncode,
+                                                                                           stderr[-2000:])
+        if delay is None:  # serving: drained and stopped, as the README says
+            assert proc.returncode == 0 and "ssmp-infer: stopped" in stderr, stderr[-2000:]
+
+
 # ------------------------------------------------------------------ the frontend's limits, without Ray
 
 
@@ -260,6 +367,74 @@ def test_a_full_queue_is_503_with_retry_after_and_a_slow_request_504():
     assert "busy" in json.loads(refused.body)["error"]
     assert [r.status_code for r in timed_out] == [504, 504] and StuckResponse.cancelled
     assert f.metrics.queue_depth == 0 and f.metrics.errors == {"queue_full": 1, "timeout": 2}
+
+
+class LostGenerator:
+    """A generator whose replica died while it held the request (Ray raises ActorDiedError)."""
+
+    class generate:
+        @staticmethod
+        def remote(job):
+            async def died():
+                from ray.exceptions import ActorDiedError
+
+                raise ActorDiedError()
+
+            return died()
+
+
+def test_a_lost_replica_is_503_with_retry_after_never_a_500():
+    from ssmp_infer.serve.app import Frontend
+    from ssmp_infer.serve.limits import Limits
+
+    f = Frontend.func_or_class(LostGenerator(), FEATURE_DIM, Limits(retry_after_s=2))
+    answer = asyncio.run(f(request(npy_bytes(movie(20, 1)))))
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "2"
+    assert "lost" in json.loads(answer.body)["error"] and f.metrics.errors == {"replica_lost": 1}
+
+
+def test_the_client_retries_503_within_its_deadline_and_no_longer(tmp_path):
+    """A stand-in server: 503 with Retry-After for the first answers, then the trailer."""
+    import http.server
+    import threading
+
+    plan = {"refusals": 2, "seen": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            plan["seen"] += 1
+            if plan["seen"] <= plan["refusals"]:
+                body, status = json.dumps({"error": "the replica was lost; retry", "kind": "replica_lost"}), 503
+            else:
+                body, status = json.dumps({"shots": [1, 2, 3]}), 200
+            self.send_response(status)
+            if status == 503:
+                self.send_header("Retry-After", "0.2")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        assert generate_trailer(url, movie(20, 1), retry_for=10)["shots"] == [1, 2, 3] and plan["seen"] == 3
+        plan.update(refusals=100, seen=0)
+        start = time.monotonic()
+        with pytest.raises(ServerError) as e:
+            generate_trailer(url, movie(20, 1), retry_for=1.0)
+        assert e.value.status == 503 and e.value.kind == "replica_lost" and time.monotonic() - start < 3
+        assert 3 <= plan["seen"] <= 7  # retried every 0.2 s within the second, then gave up
+        plan.update(seen=0)
+        with pytest.raises(ServerError):
+            generate_trailer(url, movie(20, 1), retry_for=0)
+        assert plan["seen"] == 1
+    finally:
+        httpd.shutdown()
 
 
 def test_bodies_past_the_memory_budget_are_503_not_held():

@@ -18,6 +18,7 @@ import asyncio
 import time
 
 from ray import serve
+from ray.exceptions import RayActorError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -93,7 +94,9 @@ class Frontend:
             return self.refuse(e)
         except InputError as e:
             return self.refuse(lim.bad_request(e))
-        except Exception as e:  # a bug or a lost replica: this request fails, the server stays up
+        except RayActorError:  # its replica died (killed, its node lost): Ray starts another, the client retries
+            return self.refuse(lim.replica_lost(self.limits))
+        except Exception as e:  # a bug: this request fails, the server stays up
             return self.refuse(lim.HttpError(500, "internal", f"the server failed on this request ({type(e).__name__})"))
         finally:
             self.metrics.queue_depth -= 1

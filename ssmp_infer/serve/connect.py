@@ -82,6 +82,8 @@ def init_ray(address: str | None, **kwargs) -> None:
     limit = connect_limit()
     if address is not None:
         probe(address)
+    else:  # a Ray of our own: its processes must not inherit the address of another (RAY_ADDRESS)
+        os.environ.pop("RAY_ADDRESS", None)
     with quiet_stderr(address is not None) as stderr_fd:
         done = threading.Event()
 

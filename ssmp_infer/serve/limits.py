@@ -131,5 +131,10 @@ def draining(limits: Limits) -> HttpError:
                      {"Retry-After": str(limits.retry_after_s)})
 
 
+def replica_lost(limits: Limits) -> HttpError:
+    return HttpError(503, "replica_lost", "the replica making this trailer was lost (Ray is starting another); retry",
+                     {"Retry-After": str(limits.retry_after_s)})
+
+
 def timed_out(limits: Limits) -> HttpError:
     return HttpError(504, "timeout", f"the trailer was not ready within the server's {limits.timeout_s:g} s limit")
