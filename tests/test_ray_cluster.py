@@ -97,4 +97,5 @@ def test_a_worker_node_killed_halfway_loses_nothing(cluster, movies, local, tmp_
         pytest.fail("the job did not finish after losing a node")
     assert proc.returncode == 0, stderr[-3000:]
     assert written < MOVIES
+    assert "1 node(s) lost during the run" in stderr, stderr[-2000:]
     same_records([json.loads(line) for line in out.read_text().splitlines()], local)

@@ -86,6 +86,7 @@ def ray_results(paths: list[str], address: str | None, engine_options: dict, len
         items = items[start:]
         if not items:
             return
+        at_start = alive_nodes()
         batches = math.ceil(len(items) / batch_movies)
         resources = ray.cluster_resources()
         slots = resources.get("GPU", 0) // gpus_per_actor if gpus_per_actor else resources.get("CPU", 1)
@@ -113,11 +114,22 @@ def ray_results(paths: list[str], address: str | None, engine_options: dict, len
                 expected += 1
         if expected != total:  # an invariant: every input gives exactly one record
             raise RuntimeError(f"Ray returned {expected} of {total} records")
+        lost = at_start - alive_nodes()
         print(f"ssmp-infer: ray: {sum(made.values())} movies on {len(made)} node(s): "
-              + ", ".join(f"node {node[:12]} made {count}" for node, count in made.most_common()), file=sys.stderr)
+              + ", ".join(f"node {node[:12]} made {count}{' (lost during the run)' if node in lost else ''}"
+                          for node, count in made.most_common()), file=sys.stderr)
+        if lost:
+            print(f"ssmp-infer: ray: {len(lost)} node(s) lost during the run; Ray Data made their unfinished batches "
+                  "again on the others (each record is written once)", file=sys.stderr)
     finally:
         if started:
             ray.shutdown()
+
+
+def alive_nodes() -> set[str]:
+    import ray
+
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
 
 def looks_like_address(text: str) -> bool:
