@@ -127,14 +127,14 @@ def serve_until_stopped(args, engine_options: dict, feature_dim: int, limits, re
     raises StoppedWhileStarting (nothing to drain), after it only sets `stop`."""
     from ray import serve
 
-    from .serve.app import build_app
+    from .serve.app import APP_NAME, build_app
 
     serve.start(http_options={"host": args.host, "port": args.port})
     app = build_app(engine_options, feature_dim, limits, replicas=args.replicas,
                     max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
                     replica_resources=resources)
     try:
-        handle = serve.run(app, name="ssmp-infer", route_prefix="/")
+        handle = serve.run(app, name=APP_NAME, route_prefix="/")
     except StoppedWhileStarting:
         raise
     except Exception as e:  # a replica failed to start: its first line says why (the rest is in Ray's logs)

@@ -229,7 +229,12 @@ def test_a_replica_killed_under_load_loses_no_good_request(engine):
     flags = ["--replicas", 2, "--num-cpus", 2, "--max-batch-size", 2, "--batch-wait-ms", 20, "--device", "cpu"]
     movies = [movie(500, 400 + k) for k in range(16)]
     expected = [engine.generate(m, length=10).shots for m in movies]
+    running = 'ssmp_generator_replicas{state="RUNNING"}'
     with ServerProcess(flags) as server:
+        deadline = time.monotonic() + 180  # /healthz answers once the frontend is up; the generators follow
+        while parse(server.metrics_text()).get(running) != 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert parse(server.metrics_text())[running] == 2
         pids = replica_pids()
         assert len(pids) == 2, pids
         with ThreadPoolExecutor(8) as pool:
@@ -239,7 +244,14 @@ def test_a_replica_killed_under_load_loses_no_good_request(engine):
                     break
                 time.sleep(0.02)
             os.kill(pids[0], signal.SIGKILL)
+            seen = []  # what /metrics says of the replicas while Ray notices the loss and starts another
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (seen and seen[-1].get(running) == 2 and len(seen) > 1
+                                                         and any(s.get(running, 0) < 2 for s in seen)):
+                seen.append({k: v for k, v in parse(server.metrics_text()).items() if "replicas" in k})
+                time.sleep(0.2)
             answers = [f.result(timeout=300) for f in futures]
+        assert any(s.get(running, 0) < 2 for s in seen), seen[:5]  # the loss showed in /metrics ...
         assert server.healthy()
         lost = 0
         for (status, answer, headers), shots in zip(answers, expected):
@@ -256,6 +268,9 @@ def test_a_replica_killed_under_load_loses_no_good_request(engine):
         while len(replica_pids()) < 2 and time.monotonic() < deadline:
             time.sleep(1)
         assert len(replica_pids()) == 2 and pids[0] not in replica_pids()  # a new replica in the dead one's place
+        while parse(server.metrics_text()).get(running) != 2 and time.monotonic() < deadline + 120:
+            time.sleep(1)
+        assert parse(server.metrics_text())[running] == 2  # ... and so did its return
 
 
 # ------------------------------------------------------------------ starting up: an old address, SIGTERM

@@ -29,6 +29,7 @@ from .batching import Job, run_jobs
 from .metrics import Metrics
 
 TRAILERS_PATH = "/v1/trailers"
+APP_NAME = "ssmp-infer"  # the name `serve` runs the app under
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})
@@ -69,7 +70,8 @@ class Frontend:
                 return JSONResponse({"status": "draining"}, status_code=503)
             return JSONResponse({"status": "ok"})
         if path == "/metrics" and method == "GET":
-            return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+            replicas = await asyncio.to_thread(generator_replicas)
+            return PlainTextResponse(self.metrics.render(replicas), media_type="text/plain; version=0.0.4")
         if path in (TRAILERS_PATH, "/healthz", "/metrics"):
             return self.refuse(lim.HttpError(405, "bad_method", f"{method} is not allowed on {path}"), count=False)
         return self.refuse(lim.HttpError(404, "not_found", f"no such endpoint {path[:80]}; POST a .npy to {TRAILERS_PATH}"),
@@ -163,6 +165,16 @@ class Frontend:
         while self.metrics.queue_depth and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         return self.metrics.queue_depth
+
+
+def generator_replicas() -> dict[str, int] | None:
+    """The generator replicas by state, from Serve's controller: a lost replica shows as fewer RUNNING, then
+    as STARTING while Ray brings it back. None where Serve cannot say (outside a running app)."""
+    try:
+        status = serve.status().applications[APP_NAME].deployments["Generator"]
+        return {str(getattr(state, "value", state)): int(n) for state, n in status.replica_states.items()}
+    except Exception:  # a status is an extra: never fail /metrics over it
+        return None
 
 
 class _DecodeArgs:

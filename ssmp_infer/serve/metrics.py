@@ -55,7 +55,8 @@ class Metrics:
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.latency = Histogram(LATENCY_BUCKETS_S)
 
-    def render(self) -> str:
+    def render(self, replicas: dict[str, int] | None = None) -> str:
+        """`replicas`: generator replicas by state (RUNNING, STARTING, ...), when Serve could say."""
         lines = [
             "# HELP ssmp_requests_total Trailer requests answered, by HTTP status code.",
             "# TYPE ssmp_requests_total counter",
@@ -73,6 +74,10 @@ class Metrics:
             "# TYPE ssmp_request_latency_seconds histogram",
             *self.latency.lines("ssmp_request_latency_seconds"),
         ]
+        if replicas is not None:
+            lines += ["# HELP ssmp_generator_replicas Generator replicas by state, as Ray Serve reports them.",
+                      "# TYPE ssmp_generator_replicas gauge",
+                      *(f'ssmp_generator_replicas{{state="{state}"}} {n}' for state, n in sorted(replicas.items()))]
         return "\n".join(lines) + "\n"
 
 
