@@ -17,17 +17,15 @@ import numpy as np
 
 from .config import (
     DEFAULT_MOVIE_ATTENTION,
-    KERNELS,
     MASK_SCHEDULES,
-    MODES,
     MOVIE_ATTENTION,
     PRESETS,
-    DecodeConfig,
     model_preset,
     train_preset,
 )
 from . import cli_compare, cli_serve, cli_video
-from .cli_backend import add_backend_args, engine_options
+from .cli_backend import engine_options
+from .cli_decode import add_decode_args, decode_config, seed_arg
 from .controls import EditorControls, check_candidates, parse_bans, parse_pins
 from .errors import InputError, caused_by_interrupt
 from .inputs import dumps_json  # JSON out: NaN or Inf refused, never written as invalid JSON
@@ -40,40 +38,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise InputError(f"{self.prog}: {message}")
-
-
-SEED_LIMIT = 2**63  # seeds reach int64 tensors and hashes
-
-
-def seed_arg(text: str) -> int:
-    """argparse `type=` for every --seed: an integer in [0, 2^63)."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}; expected an integer from 0 to 2^63 - 1") from None
-    if not 0 <= seed < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"seed {seed} is out of range; expected an integer from 0 to 2^63 - 1")
-    return seed
-
-
-def add_decode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=MODES, default="paper", help="decoding: paper (SSMP) or topk (MaskGIT)")
-    p.add_argument("--steps", type=int, default=None, help="topk: rounds (default 12); paper: round cap (default 32)")
-    p.add_argument("--seed", type=seed_arg, default=0, help="in [0, 2^63)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--refresh-every", type=int, default=None,
-                   help="recompute the movie's states every K rounds (default: exact; 1 recomputes every round)")
-    add_backend_args(p)
-    p.add_argument("--kernels", choices=KERNELS, default="auto",
-                   help="each round's scoring and locking: torch, triton (fused kernels; CUDA) or auto (triton on "
-                        "CUDA when installed); the same shots either way")
-
-
-def decode_config(args) -> DecodeConfig:
-    if args.mode == "greedy" and args.steps is not None:
-        raise InputError("--steps does not apply to --mode greedy, which takes one round per slot")
-    rounds = {} if args.steps is None else {"steps" if args.mode == "topk" else "max_rounds": args.steps}
-    return DecodeConfig(mode=args.mode, seed=args.seed, refresh_every=args.refresh_every, kernels=args.kernels, **rounds)
 
 
 def trailer_csv(trailer) -> str:

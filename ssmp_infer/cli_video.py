@@ -77,7 +77,7 @@ def trailer_engine_options(args) -> dict:
 
 
 def cmd_trailer(args) -> None:
-    from .cli import decode_config
+    from .cli_decode import decode_config
     from .video.pipeline import make_trailer
 
     record = make_trailer(
@@ -107,7 +107,7 @@ def _common(p, device: bool = True) -> None:
 
 def add_parser(sub) -> None:
     """Register the movie-file commands on the main parser's subcommands."""
-    from .cli import add_decode_args
+    from .cli_decode import add_decode_args
 
     p = sub.add_parser("shots", help="shot boundaries of a video file (TransNetV2 or a content detector)")
     p.add_argument("video", help="any video file PyAV decodes")

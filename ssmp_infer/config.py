@@ -129,6 +129,7 @@ KERNELS = ("auto", "torch", "triton")  # the decoding round's implementation (ss
 # trailer of any movie this engine is sized for, while topk's per-round schedule (planned up front)
 # stays a fraction of a second; 10^9 rounds would take weeks.
 MAX_ROUNDS = 10_000
+SEED_LIMIT = 2**63  # seeds reach int64 tensors and hashes: every --seed, query seed and synth seed is below it
 
 
 @dataclass
@@ -170,6 +171,16 @@ class DecodeConfig:
     def rounds_cap(self) -> int:
         """Rounds planned (topk) or allowed (paper); greedy takes one per open slot (set by the decoder)."""
         return self.steps if self.mode == "topk" else self.max_rounds
+
+    @classmethod
+    def from_options(cls, mode: str = "paper", steps: int | None = None, seed: int = 0,
+                     refresh_every: int | None = None, kernels: str = "auto") -> "DecodeConfig":
+        """The decoding a user's options ask for (`--mode --steps --seed ...`, or a request's query): the one
+        place that reads `steps` as topk's rounds or paper's round cap, so the CLI and the server agree."""
+        if mode == "greedy" and steps is not None:
+            raise InputError("--steps does not apply to --mode greedy, which takes one round per slot")
+        rounds = {} if steps is None else {"steps" if mode == "topk" else "max_rounds": steps}
+        return cls(mode=mode, seed=seed, refresh_every=refresh_every, kernels=kernels, **rounds)
 
 
 MAX_VIEWS = 64

@@ -188,12 +188,6 @@ class Engine:
                 trailers[k] = trailer
         return trailers
 
-    def generate_many(self, items, length: int | None = None, decode: DecodeConfig | None = None, **kwargs):
-        """Stream (name, features or loader) pairs to results in input order; see `ssmp_infer.many`."""
-        from .many import generate_many
-
-        return generate_many(self, items, length=length, decode=decode, **kwargs)
-
     def _generate_bucket(
         self,
         movies: list[np.ndarray],

@@ -68,7 +68,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .atomic import deferred_interrupts, write_text_atomic
-from .config import DEFAULT_TRAILER_FRACTION
+from .config import DEFAULT_TRAILER_FRACTION, SEED_LIMIT
 from .data import MOVIE_DIR, SPLITS, TRAILER_DIR, shot_targets, unit_rows
 from .errors import InputError
 from .inputs import dumps_json, memory_available
@@ -91,7 +91,6 @@ CEILING_FILE = "ceiling.json"
 MIN_SHOTS, MAX_SHOTS = 8, 100_000
 MAX_MOVIES = 100_000
 DEFAULT_SHOTS = (1400, 2400)  # uniform: mean 1900, CMTD's movies average 1909 shots
-SEED_LIMIT = 2**63
 DTYPES = (np.float16, np.float32, np.float64)
 
 WORTH_RULES = ("mixed", "direction")

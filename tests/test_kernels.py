@@ -480,7 +480,7 @@ def test_kernels_option_resolves_per_device(monkeypatch):
 
 
 def test_cli_passes_kernels_to_the_decoder():
-    from ssmp_infer.cli import add_decode_args, decode_config
+    from ssmp_infer.cli_decode import add_decode_args, decode_config
 
     p = argparse.ArgumentParser()
     add_decode_args(p)

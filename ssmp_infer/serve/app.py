@@ -22,6 +22,7 @@ from ray.exceptions import RayActorError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from ..config import DecodeConfig
 from ..errors import InputError
 from ..inputs import dumps_json, features_from_npy_bytes, npy_header_of_bytes
 from . import limits as lim
@@ -137,7 +138,6 @@ class Frontend:
         return body
 
     def job(self, body: bytearray, options: lim.Options) -> Job:
-        from ..cli import decode_config
         from ..controls import EditorControls, parse_bans, parse_pins
 
         source = "the request body"
@@ -148,7 +148,7 @@ class Frontend:
         length = options.length
         if length is not None and length > features.shape[0]:  # the CLI's check, in the API's words
             raise InputError(f"length {length} is larger than the movie's {features.shape[0]} shots; shots cannot repeat")
-        decode = decode_config(_DecodeArgs(options.mode, options.steps, options.seed))
+        decode = DecodeConfig.from_options(options.mode, options.steps, options.seed)  # as `run` reads its options
         controls = EditorControls(parse_pins(list(options.pins)), parse_bans(list(options.bans)))
         return Job(features, length, decode, controls)
 
@@ -175,14 +175,6 @@ def generator_replicas() -> dict[str, int] | None:
         return {str(getattr(state, "value", state)): int(n) for state, n in status.replica_states.items()}
     except Exception:  # a status is an extra: never fail /metrics over it
         return None
-
-
-class _DecodeArgs:
-    """The attributes `ssmp_infer.cli.decode_config` reads, so a request decodes exactly as `run` does."""
-
-    def __init__(self, mode: str, steps: int | None, seed: int):
-        self.mode, self.steps, self.seed = mode, steps, seed
-        self.refresh_every, self.kernels = None, "auto"
 
 
 def build_app(engine_options: dict, feature_dim: int, limits: lim.Limits, replicas: int = 1, max_batch_size: int = 8,

@@ -71,7 +71,7 @@ def _one_integer(name: str, text: str) -> int:
 
 def parse_query(items: list[tuple[str, str]]) -> Options:
     """(name, value) pairs of the URL's query -> Options; unknown or repeated names are refused, not ignored."""
-    from ..cli import SEED_LIMIT
+    from ..config import SEED_LIMIT
     from ..config import MODES
 
     seen: dict[str, list[str]] = {}

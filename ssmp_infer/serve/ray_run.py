@@ -145,7 +145,7 @@ def looks_like_address(text: str) -> bool:
 def ray_generate(args):
     """`generate(items, start)` for the CLI's run_many: the run's options, checked here before Ray starts,
     then Ray joined (or started); the caller shuts it down (`ray.shutdown`)."""
-    from ..cli import decode_config
+    from ..cli_decode import decode_config
     from ..cli_backend import engine_options
     from . import require_ray
 
