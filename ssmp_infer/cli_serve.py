@@ -91,40 +91,24 @@ def serve_forever(args, engine_options: dict, feature_dim: int, limits, resource
 
     from .serve.connect import init_ray
 
-    stop, serving = threading.Event(), threading.Event()
-
-    def on_signal(*_) -> None:
-        stop.set()
-        if not serving.is_set():  # starting up: nothing to drain, stop where we are
-            raise StoppedWhileStarting
-
+    # A signal only sets `stop`: raised from a handler, an exception can land inside Ray's C code (a
+    # SystemError, seen when SIGTERM came during serve.start). Start-up runs to its end, then stops at once.
+    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    try:
-        init_ray(args.address, num_cpus=args.num_cpus)  # no address: a Ray of its own, whatever an old cluster left
-    except StoppedWhileStarting:
-        print("ssmp-infer: stopped while starting", file=sys.stderr, flush=True)
-        return
+        signal.signal(sig, lambda *_: stop.set())
+    init_ray(args.address, num_cpus=args.num_cpus)  # no address: a Ray of its own, whatever an old cluster left
     # Again after ray.init, which installs a SIGTERM handler of its own that would exit without draining.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        try:
-            serve_until_stopped(args, engine_options, feature_dim, limits, resources, stop, serving)
-        except StoppedWhileStarting:
-            print("ssmp-infer: stopped while starting", file=sys.stderr, flush=True)
+        serve_until_stopped(args, engine_options, feature_dim, limits, resources, stop)
     finally:
         ray.shutdown()
     print("ssmp-infer: stopped", file=sys.stderr, flush=True)
 
 
-class StoppedWhileStarting(Exception):
-    """SIGTERM or Ctrl-C before the server was up: raised in the main thread by the signal handler."""
-
-
-def serve_until_stopped(args, engine_options: dict, feature_dim: int, limits, resources: dict, stop, serving) -> None:
-    """Deploy, say so, wait for `stop`, drain. `serving` is set once the app is up: a signal before that
-    raises StoppedWhileStarting (nothing to drain), after it only sets `stop`."""
+def serve_until_stopped(args, engine_options: dict, feature_dim: int, limits, resources: dict, stop) -> None:
+    """Deploy, say so, wait for `stop` (set by SIGTERM or Ctrl-C, also during start-up), drain."""
     from ray import serve
 
     from .serve.app import APP_NAME, build_app
@@ -135,12 +119,9 @@ def serve_until_stopped(args, engine_options: dict, feature_dim: int, limits, re
                     replica_resources=resources)
     try:
         handle = serve.run(app, name=APP_NAME, route_prefix="/")
-    except StoppedWhileStarting:
-        raise
     except Exception as e:  # a replica failed to start: its first line says why (the rest is in Ray's logs)
         lines = [line for line in str(e).splitlines() if line.strip()]
         raise InputError(f"the server could not start: {lines[-1] if lines else type(e).__name__}") from None
-    serving.set()
     print(f"ssmp-infer: serving on http://{args.host}:{args.port} (POST /v1/trailers, GET /healthz, GET /metrics); "
           "SIGTERM or Ctrl-C drains and stops", file=sys.stderr, flush=True)
     while not stop.wait(0.5):
