@@ -94,12 +94,14 @@ def serve_forever(args, engine_options: dict, feature_dim: int, limits, resource
     # A signal only sets `stop`: raised from a handler, an exception can land inside Ray's C code (a
     # SystemError, seen when SIGTERM came during serve.start). Start-up runs to its end, then stops at once.
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+
+    def stop_on_signals() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+
+    stop_on_signals()
     init_ray(args.address, num_cpus=args.num_cpus)  # no address: a Ray of its own, whatever an old cluster left
-    # Again after ray.init, which installs a SIGTERM handler of its own that would exit without draining.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals()  # again: ray.init installs a SIGTERM handler of its own that would exit without draining
     try:
         serve_until_stopped(args, engine_options, feature_dim, limits, resources, stop)
     finally:

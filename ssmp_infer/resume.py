@@ -104,10 +104,11 @@ class _Appender:
         os.lseek(fd, at, os.SEEK_SET)
 
     def write(self, text: str) -> None:
-        data = memoryview(text.encode("utf-8"))
-        while data:
-            data = data[os.write(self.fd, data):]
-        self.whole += len(text.encode("utf-8"))
+        data = text.encode("utf-8")
+        left = memoryview(data)
+        while left:
+            left = left[os.write(self.fd, left):]
+        self.whole += len(data)
 
     def flush(self) -> None:  # nothing is held back
         pass
