@@ -89,21 +89,18 @@ def serve_forever(args, engine_options: dict, feature_dim: int, limits, resource
 
     import ray
 
-    from .serve.connect import init_ray
+    from .serve.connect import init_ray_keeping_signals
 
     # A signal only sets `stop`: raised from a handler, an exception can land inside Ray's C code (a
     # SystemError, seen when SIGTERM came during serve.start). Start-up runs to its end, then stops at once.
     stop = threading.Event()
-
-    def stop_on_signals() -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-
-    stop_on_signals()
-    init_ray(args.address, num_cpus=args.num_cpus)  # no address: a Ray of its own, whatever an old cluster left
-    stop_on_signals()  # again: ray.init installs a SIGTERM handler of its own that would exit without draining
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    # no address: a Ray of its own, whatever an old cluster left
+    init_ray_keeping_signals(args.address, num_cpus=args.num_cpus)
     try:
-        serve_until_stopped(args, engine_options, feature_dim, limits, resources, stop)
+        if not stop.is_set():  # a signal during ray.init: nothing deployed yet, stop here
+            serve_until_stopped(args, engine_options, feature_dim, limits, resources, stop)
     finally:
         ray.shutdown()
     print("ssmp-infer: stopped", file=sys.stderr, flush=True)

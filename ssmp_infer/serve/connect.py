@@ -75,6 +75,30 @@ def connect_limit() -> float:
     return value
 
 
+def init_ray_keeping_signals(address: str | None, **kwargs) -> None:
+    """init_ray for a process whose own SIGTERM and SIGINT handlers must hold through Ray's start-up (serve:
+    a signal only asks it to stop). Ray's driver, left to itself, replaces them twice: ray.init sets a
+    SIGTERM handler that raises SystemExit wherever the main thread is (a SIGTERM 3-4 s into `serve` ended
+    it with status 15 past our drain, or left it hanging), and its C++ core installs Abseil's failure
+    handler, which takes SIGTERM as well as crashes (a SIGTERM there printed a C++ stack and aborted,
+    status -6). Both are switched off for this process alone: the switch for the second is Ray's own
+    (documented as the environment variable RAY_DISABLE_FAILURE_SIGNAL_HANDLER, read when Ray is imported,
+    hence set here on the constant it fills); a crash in a replica or a worker still prints its stack.
+    (ray.init on another thread keeps the handlers too, but Ray's later calls from the main thread then
+    hang in its GCS client: tried.)"""
+    from ray._private import ray_constants, utils
+
+    if not (hasattr(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER") and hasattr(utils, "set_sigterm_handler")):
+        raise RuntimeError("this Ray is not the one serve was written for: it cannot keep its SIGTERM handler")
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    set_sigterm_handler = utils.set_sigterm_handler
+    utils.set_sigterm_handler = lambda handler: None
+    try:
+        init_ray(address, **kwargs)
+    finally:
+        utils.set_sigterm_handler = set_sigterm_handler
+
+
 def init_ray(address: str | None, **kwargs) -> None:
     """ray.init for `address` (None: a Ray of this process's own) that gives up after CONNECT_S."""
     import ray
