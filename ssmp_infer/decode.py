@@ -18,6 +18,10 @@ mode "greedy" (the decoding ablation): topk's path with one lock per round, L ro
 
 A locked slot never changes and a locked shot is never offered again, so no shot appears twice.
 All state is batched (B movies, padded); padded slots count as locked from the start.
+
+Reading order: `generate` is the loop; `start` prepares the movies and the rows' starting state (a
+`Batch`, which drops its finished rows itself, and a `RoundPlan`); each round is `eager_round` (torch)
+or `fused_round` (the Triton kernels, the same decisions, replayable as a CUDA graph).
 """
 
 from __future__ import annotations
@@ -151,6 +155,78 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
+@dataclass
+class RoundPlan:
+    """How many rounds run and, for the scheduled modes (topk, greedy), which of them lock anything.
+
+    A schedule depends on the lengths alone, so the rounds that lock a slot of some movie are known up
+    front: a round whose count rises for no movie is skipped, encoder pass and all, and a movie whose
+    last locking round is past leaves the batch without asking the device."""
+
+    cap: int  # rounds at most
+    schedule: object | None  # SCHEDULES[mode], or None for paper mode
+    counts: torch.Tensor | None = None  # (T + 1, B) host: slots the schedule has locked after each round
+    locks_in_round: torch.Tensor | None = None  # (T, B) bool, host: the rounds that lock some slot of a row
+    last_round: torch.Tensor | None = None  # (B,) host: each row's last locking round
+
+    @classmethod
+    def for_rows(cls, config: DecodeConfig, free_lengths: torch.Tensor) -> "RoundPlan":
+        """`free_lengths` (B,) on the host: the slots each row leaves open to the schedule (pins excluded)."""
+        schedule = SCHEDULES.get(config.mode)
+        cap = config.rounds_cap if config.mode != "greedy" else max(int(free_lengths.max()), 1)
+        if schedule is None:
+            return cls(cap, None)
+        counts = torch.stack([schedule(r, cap, free_lengths) for r in range(cap + 1)])
+        locks = counts[1:] > counts[:-1]
+        return cls(cap, schedule, counts, locks, (locks * torch.arange(1, cap + 1)[:, None]).amax(dim=0))
+
+    def skips(self, r: int) -> bool:
+        return self.schedule is not None and not bool(self.locks_in_round[r - 1].any())
+
+
+@dataclass
+class Batch:
+    """The rows still being decoded (one per movie, or per candidate of a movie) and all they carry.
+    Tensors are on the device unless said; `finish` writes finished rows out and keeps the others."""
+
+    rows: torch.Tensor  # (B,) host: each row's index in the output
+    movie_state: object  # the backend's states of each row's movie (`select` keeps some rows)
+    state: DecodeState
+    q: torch.Tensor  # (B, J) cumulative confidence (paper mode)
+    rounds: torch.Tensor  # (B,) the encoder passes that could lock a slot of the row
+    slot_valid: torch.Tensor  # (B, J) bool: the row's real slots
+    lengths: torch.Tensor  # (B,) trailer lengths
+    free: torch.Tensor  # (B,) the lengths less the pinned slots: what a schedule spreads over its rounds
+    movie_valid: torch.Tensor  # (B, I) bool
+    seeds: torch.Tensor  # (B,) int64: the seed of each row's lock draws
+    # fused rounds only: the schedule's columns of these rows (they read their plan from the device), and
+    # the next round's slot inputs, which the select kernel keeps up to date as slots lock
+    sched: torch.Tensor | None = None  # (T + 1, B)
+    locks: torch.Tensor | None = None  # (T, B) bool
+    slots: torch.Tensor | None = None  # (B, J, D)
+    composition: int = 0  # changes whenever rows leave: a captured round is stale then
+
+    def finish(self, done_host: torch.Tensor, out: DecodeResult) -> None:
+        """Write rows `done_host` (bool over the batch, on the host) to `out` and drop them from every state."""
+        device = self.q.device
+        rows, done = self.rows[done_host].to(device), done_host.to(device)
+        out.shots[rows] = torch.where(self.slot_valid[done], self.state.shots[done], -1)
+        out.confidence[rows] = torch.where(self.slot_valid[done], self.state.confidence[done], 0.0)
+        out.rounds[rows] = self.rounds[done]
+        keep_host = (~done_host).nonzero().squeeze(1)
+        keep = keep_host.to(device)
+        self.rows = self.rows[keep_host]
+        self.movie_state = self.movie_state.select(keep)
+        self.state = DecodeState(*(t.index_select(0, keep) for t in (
+            self.state.shots, self.state.confidence, self.state.locked, self.state.used)))
+        for name in ("q", "rounds", "slot_valid", "lengths", "free", "movie_valid", "seeds"):
+            setattr(self, name, getattr(self, name).index_select(0, keep))
+        if self.sched is not None:
+            self.sched, self.locks = self.sched.index_select(1, keep), self.locks.index_select(1, keep)
+        self.slots = None
+        self.composition += 1
+
+
 @torch.inference_mode()
 def generate(
     backend: Backend,
@@ -178,24 +254,79 @@ def generate(
     `prepare` (candidates: row b · copies + c), each row with its own seed from `seeds`.
     Pins and bans are checked by the caller (`ssmp_infer.controls`); here they only must fit.
     """
-    B, I, _ = movie.shape
     device = movie.device
-    # One host copy before the loop: the length check and the topk plan both read the lengths there.
-    host_lengths = lengths.to(device="cpu", dtype=torch.int64)
+    check_lengths(lengths, movie_valid, banned)
+    sync_every = sync_every or (1 if device.type == "cpu" else 4)
+    fused = use_triton(config.kernels, device, int(lengths.max()))  # the round as two Triton launches
+    batch, plan = start(backend, movie, movie_valid, lengths, config, pins, banned, copies, seeds, fused)
+    J = batch.slot_valid.shape[1]
+    out = DecodeResult(
+        shots=torch.full((len(batch.rows), J), -1, dtype=torch.int64, device=device),
+        confidence=torch.zeros(len(batch.rows), J, device=device),
+        rounds=torch.zeros(len(batch.rows), dtype=torch.int64, device=device),
+    )
+    # Whole fused rounds as CUDA graphs: the backend's cached step (exact, never refreshed) and the kernels
+    # are all device work with fixed shapes until a movie leaves the batch.
+    replay = ReplayedRound(device) if (
+        fused and device.type == "cuda" and getattr(backend, "cuda_graphs", False) and batch.movie_state.refresh_every == 0
+    ) else None
+    round_dev = torch.zeros((), dtype=torch.int64, device=device)  # a fused round reads its number here
+    for r in range(1, plan.cap + 1):
+        if plan.skips(r):
+            continue
+        if plan.schedule is not None:
+            done = plan.last_round[batch.rows] < r  # the host's plan: no device sync
+        elif (r - 1) % sync_every == 0:
+            done = batch.state.locked.all(dim=1).cpu()  # the one host sync of such a round: which movies are done?
+            if bool(done.all()):
+                break
+        else:
+            done = None
+        if done is not None and bool(done.any()):
+            batch.finish(done, out)
+        if not fused:
+            eager_round(backend, batch, plan, config, temperature, r)
+            continue
+        if batch.slots is None:  # the select kernel writes the rows of slots as they lock
+            batch.slots = slot_inputs(batch.movie_state.scoring_keys, batch.state.shots)
+        round_dev.fill_(r)
+        last = config.mode == "paper" and r == plan.cap
+        if replay is not None and not last:
+            replay(batch.composition, lambda: fused_round(backend, batch, config, temperature, round_dev))
+            continue
+        c = fused_round(backend, batch, config, temperature, round_dev)
+        if last:  # out of rounds: fill what is left greedily from this round's predictions
+            select_remask(c, batch.state, batch.q, batch.slots, "topk", need=(~batch.state.locked).sum(dim=1))
+    if len(batch.rows):
+        batch.finish(torch.ones(len(batch.rows), dtype=torch.bool), out)
+    return out
+
+
+def check_lengths(lengths: torch.Tensor, movie_valid: torch.Tensor, banned: torch.Tensor | None) -> None:
+    """Each trailer length in 1..the movie's real shots (less its banned ones): no shot appears twice."""
+    B = movie_valid.shape[0]
+    if lengths.shape != (B,):
+        raise InputError(f"expected {B} trailer lengths, one per movie, got shape {tuple(lengths.shape)}")
     real_shots = movie_valid.sum(dim=1).cpu()
-    if host_lengths.shape != (B,):
-        raise InputError(f"expected {B} trailer lengths, one per movie, got shape {tuple(host_lengths.shape)}")
     if banned is not None:
         real_shots = real_shots - (banned.cpu() & movie_valid.cpu()).sum(dim=1)
-    bad = (host_lengths < 1) | (host_lengths > real_shots)
+    lengths = lengths.cpu()
+    bad = (lengths < 1) | (lengths > real_shots)
     if bool(bad.any()):
         k = int(bad.nonzero()[0, 0])
         raise InputError(
-            f"movie {k}: trailer length {int(host_lengths[k])} is not in 1..{int(real_shots[k])}, the number of "
+            f"movie {k}: trailer length {int(lengths[k])} is not in 1..{int(real_shots[k])}, the number of "
             "its real shots" + (" not banned" if banned is not None else "") + " (no shot appears twice)"
         )
-    sync_every = sync_every or (1 if device.type == "cpu" else 4)
-    fused = use_triton(config.kernels, device, int(host_lengths.max()))  # the round as two Triton launches
+
+
+def start(backend: Backend, movie, movie_valid, lengths, config: DecodeConfig, pins, banned, copies: int, seeds,
+          fused: bool) -> tuple[Batch, RoundPlan]:
+    """The movies' states (`prepare`, once per movie, shared by its copies) and every row's starting point:
+    pinned slots locked on their shots, pinned and banned shots taken, padded slots locked."""
+    B, I, _ = movie.shape
+    device = movie.device
+    host_lengths = lengths.to(device="cpu", dtype=torch.int64)
     J = int(host_lengths.max())
     host_pins = torch.full((B, J), -1, dtype=torch.int64) if pins is None else pins.to("cpu", torch.int64)[:, :J]
     movie_state = backend.prepare(movie, movie_valid, config.refresh_every)
@@ -204,145 +335,75 @@ def generate(
         host_lengths, host_pins = host_lengths.repeat_interleave(copies), host_pins.repeat_interleave(copies, dim=0)
         movie_valid = movie_valid.repeat_interleave(copies, dim=0)
         banned = None if banned is None else banned.repeat_interleave(copies, dim=0)
-    rows_total = B * copies
-    if seeds is None:
-        seeds = torch.full((rows_total,), config.seed, dtype=torch.int64)
-    seeds = seeds.to(device=device, dtype=torch.int64)
-    pinned = host_pins >= 0  # (B', J), host
-    # The schedules of topk and greedy spread the slots left open by the pins over the rounds.
-    free_lengths = host_lengths - pinned.sum(dim=1)
+    rows = B * copies
+    seeds = torch.full((rows,), config.seed, dtype=torch.int64) if seeds is None else seeds
+    pinned = host_pins >= 0
+    free = host_lengths - pinned.sum(dim=1)
+    plan = RoundPlan.for_rows(config, free)
     lengths = host_lengths.to(device)
-    slot_valid = torch.arange(J, device=device)[None, :] < lengths[:, None]  # (B', J)
+    slot_valid = torch.arange(J, device=device)[None, :] < lengths[:, None]
     pins_dev, pinned_dev = host_pins.to(device), pinned.to(device)
-    used = torch.zeros(rows_total, I, dtype=torch.bool, device=device)
+    used = torch.zeros(rows, I, dtype=torch.bool, device=device)
     used.scatter_(1, pins_dev.clamp(min=0), pinned_dev)
     if banned is not None:
         used |= banned.to(device)
-    state = DecodeState(
-        shots=pins_dev.clamp(min=0),
-        confidence=pinned_dev.to(torch.float32),  # an editor's pin is certain
-        locked=~slot_valid | pinned_dev,
-        used=used,
-    )
-    out = DecodeResult(
-        shots=torch.full((rows_total, J), -1, dtype=torch.int64, device=device),
-        confidence=torch.zeros(rows_total, J, device=device),
-        rounds=torch.zeros(rows_total, dtype=torch.int64, device=device),
-    )
-    q = torch.zeros(rows_total, J, device=device)  # cumulative confidence (paper mode)
-    rounds = torch.zeros(rows_total, dtype=torch.int64, device=device)
-    active = torch.arange(rows_total)  # on the host: the original row of each movie still in the batch
-    schedule = SCHEDULES.get(config.mode)
-    free = free_lengths.to(device)  # per row on the device: the schedule's lengths
-    cap = config.rounds_cap if config.mode != "greedy" else max(int(free_lengths.max()), 1)
-    if schedule is not None:
-        # The schedule depends on the lengths alone, so which rounds lock anything is known up front. A
-        # round whose count rises for no movie would lock nothing: skip it, encoder pass and all.
-        counts = torch.stack([schedule(r, cap, free_lengths) for r in range(cap + 1)])  # (T + 1, B')
-        locks_in_round = counts[1:] > counts[:-1]  # (T, B')
-        round_locks = locks_in_round.any(dim=1).tolist()
-        # after its last locking round a movie is done: it leaves the batch (known on the host, no sync)
-        last_round = (locks_in_round * torch.arange(1, cap + 1)[:, None]).amax(dim=0)  # (B',), host
-    # The fused round reads its round number, its schedule and its step counts from the device, so that
-    # a captured round (ReplayedRound, CUDA graphs) replays right: per batch composition, the columns of
-    # the movies still in it.
-    round_dev = torch.zeros((), dtype=torch.int64, device=device)
-    if fused and schedule is not None:
-        counts_dev, locks_dev = counts.to(device), locks_in_round.to(device)
-        sched_now, locks_now = counts_dev, locks_dev
-    # Whole rounds as CUDA graphs: the backend's cached step (exact, never refreshed) and the fused kernels
-    # are all device work with fixed shapes until a movie leaves the batch.
-    replay = ReplayedRound(device) if (
-        fused and device.type == "cuda" and getattr(backend, "cuda_graphs", False) and movie_state.refresh_every == 0
-    ) else None
-    composition = 0  # changes whenever movies leave: a captured round is stale then
+    state = DecodeState(shots=pins_dev.clamp(min=0), confidence=pinned_dev.to(torch.float32),  # a pin is certain
+                        locked=~slot_valid | pinned_dev, used=used)
+    fused_plan = fused and plan.schedule is not None
+    return Batch(
+        rows=torch.arange(rows), movie_state=movie_state, state=state, q=torch.zeros(rows, J, device=device),
+        rounds=torch.zeros(rows, dtype=torch.int64, device=device), slot_valid=slot_valid, lengths=lengths,
+        free=free.to(device), movie_valid=movie_valid, seeds=seeds.to(device=device, dtype=torch.int64),
+        sched=plan.counts.to(device) if fused_plan else None, locks=plan.locks_in_round.to(device) if fused_plan else None,
+    ), plan
 
-    def finish(done_host: torch.Tensor) -> None:
-        """Write the results of rows `done_host` (bool over the batch, on the host) out and drop them from
-        every state."""
-        nonlocal movie_state, state, q, rounds, active, slot_valid, lengths, movie_valid, seeds, free
-        nonlocal composition, sched_now, locks_now
-        rows, done = active[done_host].to(device), done_host.to(device)
-        out.shots[rows] = torch.where(slot_valid[done], state.shots[done], -1)
-        out.confidence[rows] = torch.where(slot_valid[done], state.confidence[done], 0.0)
-        out.rounds[rows] = rounds[done]
-        keep_host = (~done_host).nonzero().squeeze(1)
-        active, keep = active[keep_host], keep_host.to(device)
-        movie_state = movie_state.select(keep)
-        state = DecodeState(*(t.index_select(0, keep) for t in (state.shots, state.confidence, state.locked, state.used)))
-        q, rounds = q.index_select(0, keep), rounds.index_select(0, keep)
-        slot_valid, lengths, movie_valid = slot_valid[keep], lengths[keep], movie_valid[keep]
-        seeds, free = seeds[keep], free[keep]
-        composition += 1
-        if fused and schedule is not None:
-            active_dev = active.to(device)
-            sched_now, locks_now = counts_dev.index_select(1, active_dev), locks_dev.index_select(1, active_dev)
 
-    def fused_round():
-        """One round on the device alone: the step, the streamed scoring and the fused select + re-mask.
-        Every host value it needs (the round, the schedule) it reads from device tensors."""
-        open_ = ~state.locked
-        if schedule is not None:  # a movie's steps count the passes that can lock some of its slots
-            rounds.add_(locks_now.index_select(0, round_dev.view(1) - 1).squeeze(0))
-        else:
-            rounds.add_(open_.any(dim=1))
-        pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
-        c = score_candidates(pred, movie_state.scoring_keys, movie_valid, state.used, temperature, movie_state.shot_prior)
-        if config.mode == "paper":
-            select_remask(c, state, q, slots, "paper", seed=seeds, round_index=round_dev)
-        else:  # pinned slots are locked from the start: the schedule counts the slots they leave open
-            scheduled = sched_now.index_select(0, round_dev.view(1)).squeeze(0)
-            need = scheduled - (state.locked & slot_valid).sum(dim=1) + (lengths - free)
-            select_remask(c, state, q, slots, "topk", need=need)
-        return c
+def eager_round(backend: Backend, batch: Batch, plan: RoundPlan, config: DecodeConfig, temperature: float,
+                r: int) -> None:
+    """Round r in torch: the step, the scoring, and the locks (paper: Bernoulli on the cumulative
+    confidence, conflicts to the more probable claim; topk and greedy: the schedule's count, most
+    confident first)."""
+    state, device = batch.state, batch.q.device
+    num_shots = state.used.shape[1]
+    open_ = ~state.locked
+    # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
+    batch.rounds += plan.locks_in_round[r - 1, batch.rows].to(device) if plan.schedule is not None else open_.any(dim=1)
+    slots = slot_inputs(batch.movie_state.scoring_keys, state.shots)
+    pred = backend.step(batch.movie_state, slots, open_, batch.slot_valid)  # (B, J, D)
+    score = round_scorer(pred, batch.movie_state.scoring_keys, batch.movie_valid, temperature,
+                         batch.movie_state.shot_prior, rows=open_, basis=batch.movie_state.output_basis,
+                         movie_coords=batch.movie_state.movie_coords)
+    if config.mode == "paper":
+        best, prob = score(state.used)
+        batch.q = torch.where(open_, (batch.q + prob).clamp(max=1.0), batch.q)
+        wants = open_ & (lock_draws(batch.seeds, r, open_.shape[1], device) < batch.q)
+        state.commit(resolve_conflicts(best, prob, wants, num_shots), best, prob)
+        if r == plan.cap:  # out of rounds: fill what is left greedily from this round's predictions
+            lock_most_confident(state, score, (~state.locked).sum(dim=1), num_shots)
+    else:  # pinned slots are locked from the start: the schedule counts the slots they leave open
+        need = plan.schedule(r, plan.cap, batch.free) - (state.locked & batch.slot_valid).sum(dim=1) + (
+            batch.lengths - batch.free)
+        lock_most_confident(state, score, need, num_shots)
 
-    slots = None  # the fused round writes each newly locked slot's input row; rebuilt when movies leave
-    for r in range(1, cap + 1):
-        if schedule is not None:
-            if not round_locks[r - 1]:
-                continue
-            done = last_round[active] < r  # the host's plan: no device sync
-            if bool(done.any()):
-                finish(done)
-        open_ = ~state.locked
-        if config.mode == "paper" and (r - 1) % sync_every == 0:
-            done = (~open_.any(dim=1)).cpu()  # the one host sync of such a round: which movies are done?
-            if bool(done.all()):
-                break
-            if bool(done.any()):
-                finish(done)
-                open_ = ~state.locked
-        if fused:  # the same decisions as below (kernels/select_remask.py), state updated in place
-            if slots is None or slots.shape[0] != len(active):  # the fused round writes locked slots' rows
-                slots = slot_inputs(movie_state.scoring_keys, state.shots)
-            round_dev.fill_(r)
-            last = config.mode == "paper" and r == cap
-            if replay is not None and not last:
-                replay(composition, fused_round)
-            else:
-                c = fused_round()
-                if last:  # out of rounds: fill what is left greedily from this round's predictions
-                    select_remask(c, state, q, slots, "topk", need=(~state.locked).sum(dim=1))
-            continue
-        # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
-        rounds += locks_in_round[r - 1, active].to(device) if schedule is not None else open_.any(dim=1)
-        slots = slot_inputs(movie_state.scoring_keys, state.shots)
-        pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
-        score = round_scorer(pred, movie_state.scoring_keys, movie_valid, temperature, movie_state.shot_prior, rows=open_,
-                             basis=movie_state.output_basis, movie_coords=movie_state.movie_coords)
 
-        if config.mode == "paper":
-            best, prob = score(state.used)
-            q = torch.where(open_, (q + prob).clamp(max=1.0), q)
-            wants = open_ & (lock_draws(seeds, r, J, device) < q)
-            state.commit(resolve_conflicts(best, prob, wants, I), best, prob)
-            if r == cap:  # out of rounds: fill what is left greedily from this round's predictions
-                lock_most_confident(state, score, (~state.locked).sum(dim=1), I)
-        else:
-            # pinned slots are locked from the start: the schedule counts the slots they leave open
-            need = schedule(r, cap, free) - (state.locked & slot_valid).sum(dim=1) + (lengths - free)
-            lock_most_confident(state, score, need, I)
-
-    if len(active):
-        finish(torch.ones(len(active), dtype=torch.bool))
-    return out
+def fused_round(backend: Backend, batch: Batch, config: DecodeConfig, temperature: float, round_dev: torch.Tensor):
+    """One round on the device alone: the step, the streamed scoring and the fused select + re-mask, with
+    the decisions of `eager_round` (kernels/select_remask.py), the state updated in place. Every value
+    that changes between rounds (the round, the schedule) it reads from device tensors, so a captured
+    round replays right."""
+    state = batch.state
+    open_ = ~state.locked
+    if config.mode != "paper":  # a movie's steps count the passes that can lock some of its slots
+        batch.rounds.add_(batch.locks.index_select(0, round_dev.view(1) - 1).squeeze(0))
+    else:
+        batch.rounds.add_(open_.any(dim=1))
+    pred = backend.step(batch.movie_state, batch.slots, open_, batch.slot_valid)  # (B, J, D)
+    c = score_candidates(pred, batch.movie_state.scoring_keys, batch.movie_valid, state.used, temperature,
+                         batch.movie_state.shot_prior)
+    if config.mode == "paper":
+        select_remask(c, state, batch.q, batch.slots, "paper", seed=batch.seeds, round_index=round_dev)
+    else:  # pinned slots are locked from the start: the schedule counts the slots they leave open
+        scheduled = batch.sched.index_select(0, round_dev.view(1)).squeeze(0)
+        need = scheduled - (state.locked & batch.slot_valid).sum(dim=1) + (batch.lengths - batch.free)
+        select_remask(c, state, batch.q, batch.slots, "topk", need=need)
+    return c

@@ -43,15 +43,16 @@ def movies() -> list[np.ndarray]:
     return [example] + [rng.standard_normal((n, example.shape[1])).astype(np.float32) for n in (70, 110)]
 
 
-def decode_all(engine) -> dict[str, list[dict]]:
-    """Every case's trailers: shots, confidences (as float32 values) and steps."""
+def decode_all(engine, names=None, kernels: str = "auto") -> dict[str, list[dict]]:
+    """The trailers of every case (or those `names`): shots, confidences (as float32 values) and steps."""
     from ssmp_infer.config import DecodeConfig
     from ssmp_infer.controls import EditorControls
 
     films = movies()
     out = {}
-    for name, (options, lengths, controls, candidates) in CASES.items():
-        decode = DecodeConfig(**options)
+    for name in names or CASES:
+        options, lengths, controls, candidates = CASES[name]
+        decode = DecodeConfig(**options, kernels=kernels)
         controls = [EditorControls(pins=c.get("pins", {}), bans=frozenset(c.get("bans", ()))) if c else None
                     for c in (controls or [None] * len(lengths))]
         if candidates:

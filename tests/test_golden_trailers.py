@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from .golden_trailers import BACKENDS, CASES, GOLDEN, decode_all
 
@@ -28,6 +29,19 @@ def test_every_case_gives_its_golden_trailers(backend):
     if backend == "onnxruntime":
         pytest.importorskip("onnxruntime", reason="the onnx extra: pip install 'ssmp-infer[onnx]'")
     same_trailers(decode_all(Engine.load(device="cpu", backend=backend)), EXPECTED[backend])
+
+
+FUSED_CASES = ["paper, 3 rounds then the greedy fill", "topk, pins and bans", "greedy, pins", "paper, 3 candidates with a pin"]
+
+
+def test_the_fused_rounds_give_the_golden_trailers():
+    """The Triton rounds (the interpreter on the CPU) make the eager rounds' decisions: torch's trailers."""
+    from ssmp_infer.kernels import HAS_TRITON, INTERPRETED
+
+    if not HAS_TRITON or not (INTERPRETED or torch.cuda.is_available()):
+        pytest.skip("the fused rounds need triton and CUDA or TRITON_INTERPRET=1 (tests/conftest.py sets it)")
+    got = decode_all(Engine.load(device="cpu"), FUSED_CASES, kernels="triton")
+    same_trailers(got, {name: EXPECTED["torch"][name] for name in FUSED_CASES})
 
 
 def test_the_golden_file_covers_what_the_decoder_does():
