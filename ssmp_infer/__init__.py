@@ -11,6 +11,7 @@ _EXPORTS = {
     "model_preset": "config",
     "load_features": "data",
     "generate": "decode",
+    "EditorControls": "controls",
     "Engine": "engine",
     "Trailer": "engine",
     "InputError": "errors",
@@ -31,6 +32,7 @@ def __dir__():
 
 __all__ = [
     "Engine",
+    "EditorControls",
     "Trailer",
     "DecodeConfig",
     "ModelConfig",

@@ -20,7 +20,30 @@ from .model import SSMPEncoder
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 FORMAT = "ssmp-infer/1"
-DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default_model"
+ASSETS = Path(__file__).parent / "assets"
+# The models that ship with the package, by the name `--model` and `Engine.load` take for them.
+BUNDLED_MODELS = {
+    "bundled:default": ASSETS / "default_model",  # 1024-d (ImageBind's size): `run`, `serve` and the examples
+    "bundled:1280": ASSETS / "efficientnet_lite0_model",  # 1280-d: `trailer`'s default embedder
+}
+DEFAULT_MODEL_DIR = BUNDLED_MODELS["bundled:default"]
+
+
+def model_dir(model: str | Path | None) -> Path:
+    """A checkpoint directory, given as one or as a bundled model's name; None is the bundled default."""
+    if model is None:
+        return DEFAULT_MODEL_DIR
+    if str(model).startswith("bundled:"):
+        if str(model) not in BUNDLED_MODELS:
+            raise InputError(f"no bundled model is called {model!r}; the bundled ones are {', '.join(BUNDLED_MODELS)}")
+        return BUNDLED_MODELS[str(model)]
+    return Path(model)
+
+
+def bundled_name(model: str | Path | None) -> str | None:
+    """The bundled model's name if `model` is one (by name or by its directory), else None."""
+    directory = model_dir(model)
+    return next((name for name, path in BUNDLED_MODELS.items() if path == directory), None)
 
 
 def check_checkpoint_dir(directory: str | Path, force: bool) -> None:
@@ -55,8 +78,9 @@ def save_checkpoint(model: SSMPEncoder, directory: str | Path, provenance: dict,
 
 
 def load_checkpoint(directory: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[SSMPEncoder, dict]:
-    """(model in eval mode, the config.json contents). `None` loads the bundled default model."""
-    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+    """(model in eval mode, the config.json contents). `None` loads the bundled default model; a bundled
+    model's name (`bundled:default`, `bundled:1280`) loads that one."""
+    directory = model_dir(directory)
     meta = read_config(directory)
     method = checkpoint_method(meta)
     if method != "ssmp":
@@ -95,7 +119,7 @@ def load_weights(directory: Path, model_class, config) -> torch.nn.Module:
 
 def read_config(directory: str | Path) -> dict:
     """A checkpoint directory's config.json, checked to be this project's format (of any method)."""
-    directory = Path(directory)
+    directory = model_dir(directory)
     if not directory.is_dir():
         raise InputError(f"no model at {directory}: " + ("not a directory" if directory.exists() else "no such directory"))
     if not os.path.lexists(directory / WEIGHTS) and not os.path.lexists(directory / CONFIG):

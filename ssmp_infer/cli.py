@@ -24,20 +24,68 @@ from .config import (
     train_preset,
 )
 from . import cli_compare, cli_serve, cli_video
-from .cli_backend import engine_options
+from .cli_backend import add_model_arg, engine_options
 from .cli_decode import add_decode_args, decode_config, seed_arg
 from .controls import EditorControls, check_candidates, parse_bans, parse_pins
 from .errors import InputError, caused_by_interrupt
 from .inputs import dumps_json  # JSON out: NaN or Inf refused, never written as invalid JSON
 
 EXIT_BAD_INPUT = 2
+RUN_OUTPUT = (
+    "Output (JSON): shots, the movie's shot indices in trailer order; confidence, per slot the probability "
+    "of its shot in the round it locked, a softmax over all of the movie's shots (a uniform guess is 1/shots: "
+    "0.0016 for 643 shots, so 0.02 is 12 times that; compare the slots of one trailer, it is not the chance "
+    "of being right); steps, the encoder passes that could lock one of its slots (topk skips the rounds in "
+    "which its schedule locks none: 9 of 12 at length 10)."
+)
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """An option whose default is worth printing (not a flag's False, not "none given")."""
+    return bool(action.option_strings) and not any(action.default is v for v in (None, False, True, argparse.SUPPRESS))
+
+
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help already names it or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or not shows_default(action):
+            return text or None
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line too (argparse prints the whole usage block)."""
+    """argparse, but a usage error is one line too (argparse prints the whole usage block), names the
+    command it belongs to, and suggests the option a mistyped one was probably meant to be."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpWithDefaults)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
-        raise InputError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("ssmp-infer").strip()
+        raise InputError(f"{command + ': ' if command else ''}{message}{self.suggestion(message)}")
+
+    def suggestion(self, message: str) -> str:
+        """ "(did you mean --length?)" for an unrecognised option close to a known one."""
+        import difflib
+
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = set(self._option_string_actions)
+        for action in self._actions:  # the top-level parser reports the unknown options of every command
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    known |= set(parser._option_string_actions)
+        guesses = []
+        for word in message.split(":", 1)[1].split():
+            if word.startswith("--"):
+                close = difflib.get_close_matches(word.split("=")[0], sorted(known), n=1, cutoff=0.75)
+                guesses += [f"{close[0]} for {word.split('=')[0]}"] if close else []
+        if len(guesses) == 1:
+            return f" (did you mean {guesses[0].split(' for ')[0]}?)"
+        return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
 
 
 def trailer_csv(trailer) -> str:
@@ -400,16 +448,20 @@ def cmd_export(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = ArgumentParser(prog="ssmp-infer", description="SSMP movie trailer generation (arXiv 2512.04426)")
+    parser.add_argument("--version", action="version", version=f"ssmp-infer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
-    p = sub.add_parser("run", help="generate trailers from movies' shot features (.npy I×D, .npz, directories)")
+    p = sub.add_parser("run", help="generate trailers from movies' shot features (.npy I×D, .npz, directories)",
+                       epilog=RUN_OUTPUT)
     p.add_argument("features", nargs="*",  # "*": `run --ray movies/` lets --ray take the first input (cmd_run)
                    help="movies: .npy files of shape (shots, feature_dim), directories of them, .npz archives "
                         "(one movie per array). One .npy alone prints one JSON object (or CSV); anything more "
                         "prints JSON Lines, one {name, ...trailer} or {name, error} record per movie in input "
                         "order (--format csv is then refused)")
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
+    add_model_arg(p)
     p.add_argument("--length", type=int, default=None, help="trailer shots (default: 3.7%% of the movie's shots)")
     add_decode_args(p)
     p.add_argument("--out", default=None, help="write here instead of stdout (- is stdout)")
@@ -433,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score generated trailers against a data set's ground truth")
     p.add_argument("--data", required=True, help="data root in the CMTD layout")
     p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
+    add_model_arg(p)
     # ssmp_infer.baselines.METHODS, spelled out: importing it would load torch for `--help`.
     p.add_argument("--method", choices=("ssmp", "random", "select-rank", "autoregressive"), default="ssmp",
                    help="ssmp (the model's decoding, --mode), a baseline checkpoint's method, or random (no model)")
@@ -516,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("bench", help="time the engine against a plain decoding loop and against itself without reuse")
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
+    add_model_arg(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--shots", default=None, help="shots per synthetic movie, N or N,M,... (default 1909, CMTD's mean)")
     p.add_argument("--small-shots", type=int, default=None, help="a short movie's shots as well (default 400; 0: none)")
@@ -531,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="write the encoder as ONNX graphs (prepare + step, or full + step) or TensorRT engines")
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model)")
+    add_model_arg(p)
     p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx",
                    help="onnx (needs the onnx extra) or tensorrt (engines for this GPU; needs the tensorrt extra)")
     p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default=None,
@@ -545,6 +597,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_compare.add_parser(sub)
     cli_video.add_parser(sub)  # shots, embed, trailer, render: the movie-file commands (video extra)
     cli_serve.add_parser(sub)  # serve: the HTTP API on Ray Serve (serve extra)
+    for command in sub.choices.values():  # an option without help still shows its default
+        for action in command._actions:
+            if action.help is None and shows_default(action):
+                action.help = "default: %(default)s"
     return parser
 
 

@@ -9,6 +9,11 @@ import argparse
 BACKEND_CHOICES = ("torch", "onnxruntime", "tensorrt")
 
 
+def add_model_arg(p: argparse.ArgumentParser, default: str = "bundled:default") -> None:
+    p.add_argument("--model", default=None,
+                   help=f"checkpoint directory, or bundled:default (1024-d) or bundled:1280 (default: {default})")
+
+
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     from .config import PRECISIONS
 

@@ -8,14 +8,13 @@ import sys
 import threading
 import time
 
-from .cli_backend import add_backend_args, engine_options
+from .cli_backend import add_backend_args, add_model_arg, engine_options
 from .errors import InputError
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="an HTTP API on Ray Serve: POST a .npy, get the trailer (dynamic batching)")
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model); on a cluster, "
-                   "a path every node can read")
+    add_model_arg(p, "bundled:default; on a cluster, a directory is a path every node can read")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (cuda: each replica reserves one GPU)")
     add_backend_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")

@@ -107,6 +107,7 @@ def _common(p, device: bool = True) -> None:
 
 def add_parser(sub) -> None:
     """Register the movie-file commands on the main parser's subcommands."""
+    from .cli_backend import add_model_arg
     from .cli_decode import add_decode_args
 
     p = sub.add_parser("shots", help="shot boundaries of a video file (TransNetV2 or a content detector)")
@@ -135,7 +136,7 @@ def add_parser(sub) -> None:
     group.add_argument("--music", default=None,
                        help="audio (any file PyAV decodes): the trailer lasts as long as it, cuts on its changes "
                             "(onsets, sections) and has as many shots as fill it without black; laid under the render")
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the bundled model for the embedder's feature size)")
+    add_model_arg(p, "the bundled model of the embedder's feature size")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
                    help="auto (default: transnetv2 on CUDA, content on a CPU), transnetv2 or content")
     add_embedder_args(p)

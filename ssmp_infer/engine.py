@@ -18,7 +18,7 @@ import torch
 
 from .backends import BACKENDS, Backend, TorchBackend
 from .backends.torch_backend import PRECISIONS
-from .checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
+from .checkpoint import bundled_name, load_checkpoint
 from .config import DecodeConfig, ModelConfig
 from .controls import EditorControls, check_candidates
 from .data import check_trailer_length, default_trailer_length, pad_batch, validate_features
@@ -67,7 +67,7 @@ def resolve_device(device: str) -> torch.device:
 
 def model_source(model_dir) -> str:
     """How a trailer names its model (`Trailer.model`): "bundled:default", or the directory as given."""
-    return "bundled:default" if model_dir is None or Path(model_dir) == DEFAULT_MODEL_DIR else str(model_dir)
+    return bundled_name(model_dir) or str(model_dir)
 
 
 class Engine:

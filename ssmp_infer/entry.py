@@ -32,8 +32,8 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 def _needs_torch(argv: list[str]) -> bool:
-    """Every command loads torch; `--help` and a bare `ssmp-infer` do not."""
-    return bool(argv) and not {"-h", "--help"} & set(argv)
+    """Every command loads torch; `--help`, `--version` and a bare `ssmp-infer` do not."""
+    return bool(argv) and not {"-h", "--help", "--version"} & set(argv)
 
 
 def main() -> int:

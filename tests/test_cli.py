@@ -352,3 +352,42 @@ def test_an_interrupt_wrapped_by_an_import_is_still_one_line(monkeypatch, capsys
     monkeypatch.setattr(cli, "cmd_synth", plain_bug)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["synth", "--out", "unused"])
+
+
+def test_a_mistyped_option_is_one_line_with_its_likely_meaning(movie):
+    result = cli("run", movie, "--lenght", "5")
+    assert_clean_failure(result, "unrecognized arguments: --lenght 5", "did you mean --length?")
+    assert result.stderr.count("ssmp-infer") == 1, result.stderr  # one prefix, not the program's name twice
+    result = cli("run", movie, "--lenght", "5", "--sedd", "3")
+    assert_clean_failure(result, "--length for --lenght", "--seed for --sedd")
+    assert_clean_failure(cli("run", movie, "--mode", "fast"), "run: argument --mode: invalid choice: 'fast'")
+    assert "did you mean" not in cli("run", movie, "--zzzzzz").stderr  # nothing close: no guess
+
+
+def test_version_and_help_show_what_a_newcomer_needs():
+    from ssmp_infer import __version__
+
+    assert ok(cli("--version")).strip() == f"ssmp-infer {__version__}"
+    synth = " ".join(ok(cli("synth", "--help")).split())  # argparse wraps lines; read the words
+    assert "--movies MOVIES default: 200" in synth and "--test-fraction TEST_FRACTION default: 0.2" in synth
+    run = " ".join(ok(cli("run", "--help")).split())
+    assert "--seed SEED in [0, 2^63) (default: 0)" in run
+    assert "--force" in run and "(default: False)" not in run  # a flag's default says nothing
+
+
+def test_both_bundled_models_have_names(tmp_path):
+    features = tmp_path / "movie1280.npy"
+    np.save(features, np.random.default_rng(0).standard_normal((90, 1280)).astype(np.float32))
+    got = json.loads(ok(cli("run", features, "--length", "4", "--model", "bundled:1280")))
+    assert got["model"] == "bundled:1280" and len(got["shots"]) == 4
+    assert json.loads(ok(cli("run", EXAMPLE, "--length", "3", "--model", "bundled:default")))["model"] == "bundled:default"
+    assert_clean_failure(cli("run", EXAMPLE, "--model", "bundled:nope"), "no bundled model is called", "bundled:1280")
+    # a 1024-d movie on the 1280-d model: the usual sentence, naming the model by its name
+    assert_clean_failure(cli("run", EXAMPLE, "--model", "bundled:1280"), "1280")
+
+
+def test_editor_controls_come_from_the_package():
+    import ssmp_infer
+    from ssmp_infer.controls import EditorControls
+
+    assert ssmp_infer.EditorControls is EditorControls and "EditorControls" in ssmp_infer.__all__

@@ -22,14 +22,13 @@ from typing import Callable
 import numpy as np
 
 from ..atomic import write_atomic, write_text_atomic
-from ..checkpoint import DEFAULT_MODEL_DIR
+from ..checkpoint import BUNDLED_MODELS as BUNDLED
 from ..errors import InputError
 from .frames import VideoInfo, fingerprint, probe
 from .shots import DEFAULT_DETECTOR, ShotList, detect_shots, load_shots, resolve_detector
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # Bundled SSMP models by the feature size they read: the embedder's size picks the model.
-BUNDLED_MODELS = {1024: DEFAULT_MODEL_DIR, 1280: ASSETS / "efficientnet_lite0_model"}
+BUNDLED_MODELS = {1024: BUNDLED["bundled:default"], 1280: BUNDLED["bundled:1280"]}
 OUTPUTS = ("trailer.json", "trailer.otio", "trailer.edl", "trailer.mp4", "trailer.png")
 FEW_SHOTS = 2  # a default length that gives this many shots or fewer is said on stderr
 
