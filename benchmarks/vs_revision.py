@@ -2,8 +2,8 @@
 
     python benchmarks/vs_revision.py [--rev 14e8ee1] [--shots 1909] [--modes topk,paper] [--repeats 5] [--rounds 2]
 
-`ssmp-infer bench` calls "today" the current code with reuse switched off (`--refresh-every 1`). This
-script times the engine as it was: the code of `--rev` (default 14e8ee1, the foundation the runtime issue
+`ssmp-infer bench` compares the engine with itself with reuse switched off (`--refresh-every 1`, its
+"recompute" baseline). This script times the engine as it was: the code of `--rev` (default 14e8ee1, the foundation the runtime issue
 measured: one full encoder pass per round, its own bundled model of the same size) against the working
 tree, on the same random movies, through `Engine.load()` and `Engine.generate` with the defaults of each,
 as a user would call them. Each side runs in its own process (two versions of one package cannot share

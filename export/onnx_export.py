@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ssmp_infer.config import ModelConfig
 from ssmp_infer.errors import InputError
-from ssmp_infer.model import MovieStates, SSMPEncoder
+from ssmp_infer.model import MovieCache, SSMPEncoder
 
 # Opset 23 has ONNX's own Attention op: the exporter writes scaled_dot_product_attention as one node,
 # which ONNX Runtime runs as one fused kernel (measured on the CPU: the movie pass 1.6x and a step
@@ -73,7 +73,7 @@ class StepGraph(nn.Module):
         self.model = model
 
     def forward(self, keys, values, movie_valid, slots, slot_masked, slot_valid):
-        states = MovieStates(list(keys.unbind(0)), list(values.unbind(0)), movie_valid)
+        states = MovieCache(list(keys.unbind(0)), list(values.unbind(0)), movie_valid)
         return self.model.step(states, slots, slot_masked, slot_valid)
 
 

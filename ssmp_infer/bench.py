@@ -5,7 +5,8 @@ the engine for every mode × reuse × precision × batch size, and the plain loo
 
 - the plain loop (`plain_generate`): topk, 12 rounds, one movie at a time, fp32, a full encoder pass
   over [movie ; slots] every round and the whole J×I score matrix, as a paper's code would ship;
-- today's engine: the same mode with `refresh_every=1` (the whole encoder every round), fp32, batch 1.
+- recompute: the engine in the same mode with `refresh_every=1` (the whole encoder every round), fp32,
+  batch 1.
 
 Every engine row carries its speed-up over both baselines and `same_as_recompute`: whether its
 trailers are shot for shot those of the `refresh_every=1` run of the same setting (exact reuse must
@@ -190,7 +191,7 @@ def run_bench(
     """Time every setting on the same movies in one process: the result `format_table` and the JSON line show.
 
     `precisions` None: fp32 on a CPU, fp32 and bf16 on CUDA. fp32 and batch 1 are always run: they
-    make today's-engine baseline. Each setting runs once untimed (warm-up, and its trailers), then
+    make the recompute baseline. Each setting runs once untimed (warm-up, and its trailers), then
     `repeats` timed times.
     """
     from .engine import Engine
@@ -245,9 +246,9 @@ def run_bench(
 
     for row in rows:
         plain = baseline(row, subject="plain")
-        today = baseline(row, subject="engine", mode=row["mode"], refresh_every=1, precision="fp32", batch_size=1)
+        recompute = baseline(row, subject="engine", mode=row["mode"], refresh_every=1, precision="fp32", batch_size=1)
         row["speedup_vs_plain"] = plain["ms_per_trailer"] / row["ms_per_trailer"]
-        row["speedup_vs_today"] = None if today is None else today["ms_per_trailer"] / row["ms_per_trailer"]
+        row["speedup_vs_recompute"] = None if recompute is None else recompute["ms_per_trailer"] / row["ms_per_trailer"]
     return {
         "benchmark": "ssmp-infer bench",
         "machine": machine(dev),
@@ -272,7 +273,7 @@ def run_bench(
             "topk_steps": DecodeConfig().steps,
             "paper_max_rounds": DecodeConfig().max_rounds,
             "plain": f"topk, {PLAIN_STEPS} rounds, fp32, one movie at a time, full pass every round",
-            "today": "engine, refresh_every=1, fp32, batch 1, same mode and shots",
+            "recompute": "engine, refresh_every=1, fp32, batch 1, same mode and shots",
         },
         "rows": rows,
     }
@@ -287,11 +288,11 @@ def format_table(result: dict) -> str:
         f"# model {model['source']}: {model['movie_attention']} attention, d {model['d_model']}, "
         f"{model['n_layers']} layers, {model['parameters'] / 1e6:.1f}M parameters; "
         f"median of {result['config']['repeats']} after 1 warm-up",
-        "# x plain: speed-up over the plain loop (topk, 12 rounds, one movie, full pass every round); x today: over"
+        "# x plain: speed-up over the plain loop (topk, 12 rounds, one movie, full pass every round); x recompute: over"
         " the engine with refresh_every=1, fp32, batch 1, same mode; =recompute / =plain: same shots as those runs",
     ]
     head = ("shots", "J", "subject", "mode", "reuse", "prec", "batch", "rounds", "ms/trailer", "trailers/s",
-            "x plain", "x today", "=recompute", "=plain")
+            "x plain", "x recomp", "=recompute", "=plain")
     widths = (6, 4, 8, 6, 10, 5, 6, 7, 11, 11, 8, 8, 10, 6)
     lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
 
@@ -299,9 +300,9 @@ def format_table(result: dict) -> str:
         return "-" if flag is None else "yes" if flag else "NO"
 
     for r in result["rows"]:
-        today = "-" if r["speedup_vs_today"] is None else f"{r['speedup_vs_today']:.2f}"
+        recompute = "-" if r["speedup_vs_recompute"] is None else f"{r['speedup_vs_recompute']:.2f}"
         cells = (r["shots"], r["length"], r["subject"], r["mode"], r["reuse"], r["precision"], r["batch_size"],
                  f"{r['rounds']:.1f}", f"{r['ms_per_trailer']:.1f}", f"{r['trailers_per_s']:.2f}",
-                 f"{r['speedup_vs_plain']:.2f}", today, yes(r["same_as_recompute"]), yes(r["same_as_plain"]))
+                 f"{r['speedup_vs_plain']:.2f}", recompute, yes(r["same_as_recompute"]), yes(r["same_as_plain"]))
         lines.append("  ".join(str(c).rjust(w) for c, w in zip(cells, widths)))
     return "\n".join(lines)

@@ -119,7 +119,7 @@ def candidates_csv(trailers) -> str:
 
 
 def single_npy(paths: list[str]) -> bool:
-    """One path that is neither a directory nor an .npz: today's one-movie run (JSON object or CSV)."""
+    """One path that is neither a directory nor an .npz: one movie's run (one JSON object, or CSV)."""
     from pathlib import Path
 
     return len(paths) == 1 and not Path(paths[0]).is_dir() and Path(paths[0]).suffix != ".npz"

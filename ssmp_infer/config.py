@@ -148,7 +148,7 @@ class DecodeConfig:
     seed: int = 0
     # How often the movie's states are recomputed: None, the model's exact default (prefix attention
     # computes them once and reuses them exactly; full attention recomputes every round); 1 recompute
-    # every round (the pre-cache engine); k > 1 reuse for k rounds, then refresh (full attention: an
+    # every round (no reuse: the reference the cache is checked against); k > 1 reuse for k rounds, then refresh (full attention: an
     # approximation); 0 compute once.
     refresh_every: int | None = None
     # The round's scoring and locking: "torch" (the references), "triton" (fused kernels: CUDA, or the

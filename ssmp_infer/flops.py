@@ -35,7 +35,7 @@ def movie_extras_flops(cfg: ModelConfig, shots: int) -> int:
 
 
 def full_pass_flops(cfg: ModelConfig, shots: int, slots: int) -> int:
-    """One pass over [movie ; slots]: every token through every layer (the pre-cache engine's round)."""
+    """One pass over [movie ; slots]: every token through every layer (a round with `refresh_every=1`)."""
     tokens = shots + slots
     return (cfg.n_layers * layer_flops(cfg, tokens, tokens) + 2 * tokens * cfg.feature_dim * cfg.d_model
             + 2 * slots * cfg.d_model * cfg.feature_dim + movie_extras_flops(cfg, shots))

@@ -93,7 +93,7 @@ class SelfAttention(nn.Module):
 
         `prefix_kv`: keys and values of tokens that come before `x` and are not recomputed (the cached
         movie under prefix attention); `x` reads them as well as itself. With `slot_room` T, their last T
-        rows are free (`MovieStates.with_slot_room`): `x`'s own keys and values are written there.
+        rows are free (`MovieCache.with_slot_room`): `x`'s own keys and values are written there.
         """
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 × (B, H, T, hd)
@@ -130,7 +130,7 @@ class Block(nn.Module):
 
 
 @dataclass
-class MovieStates:
+class MovieCache:
     """What a prefix-attention model keeps of a movie: per layer, its shots' keys and values.
 
     Under prefix attention movie tokens never read the slots, so these are exact for every round of
@@ -143,12 +143,12 @@ class MovieStates:
     shot_prior: torch.Tensor | None = None  # (B, I) float32 logit b_i, or None (model without a shot prior)
     slot_room: int = 0  # free rows after the movie's in every key/value tensor (`with_slot_room`)
 
-    def _map(self, fn) -> "MovieStates":
+    def _map(self, fn) -> "MovieCache":
         prior = None if self.shot_prior is None else fn(self.shot_prior)
-        return MovieStates([fn(t) for t in self.keys], [fn(t) for t in self.values], fn(self.movie_valid), prior,
+        return MovieCache([fn(t) for t in self.keys], [fn(t) for t in self.values], fn(self.movie_valid), prior,
                            self.slot_room)
 
-    def with_slot_room(self, slots: int) -> "MovieStates":
+    def with_slot_room(self, slots: int) -> "MovieCache":
         """These states in buffers with `slots` free rows after the movie's, where each step writes its
         slots' keys and values. Without them every step of every layer concatenates a fresh copy of
         the movie's I rows (measured: ~4% of a CMTD-sized topk trailer on the CPU); the values and the
@@ -159,14 +159,14 @@ class MovieStates:
             room[:, :, :I] = t[:, :, :I]
             return room
 
-        return MovieStates([grow(t) for t in self.keys], [grow(t) for t in self.values], self.movie_valid,
+        return MovieCache([grow(t) for t in self.keys], [grow(t) for t in self.values], self.movie_valid,
                            self.shot_prior, slots)
 
-    def select(self, rows: torch.Tensor) -> "MovieStates":
+    def select(self, rows: torch.Tensor) -> "MovieCache":
         """The states of movies `rows` (B',) only: a batch drops the movies that are done."""
         return self._map(lambda t: t.index_select(0, rows))
 
-    def repeat_interleave(self, k: int) -> "MovieStates":
+    def repeat_interleave(self, k: int) -> "MovieCache":
         """Each movie k times in a row: several slot sets (views, candidates) read one movie pass."""
         return self._map(lambda t: t.repeat_interleave(k, dim=0))
 
@@ -255,7 +255,7 @@ class SSMPEncoder(nn.Module):
         """Predicted slot features v̂, (B, J, D)."""
         return self.forward_with_states(movie, movie_valid, slots, slot_masked, slot_valid)[0]
 
-    def forward_with_states(self, movie, movie_valid, slots, slot_masked, slot_valid, window=None) -> tuple[torch.Tensor, MovieStates]:
+    def forward_with_states(self, movie, movie_valid, slots, slot_masked, slot_valid, window=None) -> tuple[torch.Tensor, MovieCache]:
         """`forward`, and the movie tokens' per-layer keys and values of this pass.
 
         Under prefix attention those states are exact for any slots; under full attention they saw
@@ -273,7 +273,7 @@ class SSMPEncoder(nn.Module):
             h, (k, v) = block(h, mask)
             keys.append(k[:, :, :I])
             values.append(v[:, :, :I])
-        states = MovieStates(keys, values, movie_valid, self.shot_prior(h[:, :I], movie, movie_valid, window))
+        states = MovieCache(keys, values, movie_valid, self.shot_prior(h[:, :I], movie, movie_valid, window))
         return self.out_proj(self.ln_f(h[:, I:])), states  # (B, J, D)
 
     def shot_prior(self, movie_h: torch.Tensor, movie_unit: torch.Tensor, movie_valid: torch.Tensor,
@@ -309,7 +309,7 @@ class SSMPEncoder(nn.Module):
         slots = torch.where(slot_masked[..., None], self.mask_token.to(slots.dtype), slots)
         return self.embed(slots, slot_valid, 1)
 
-    def prepare(self, movie: torch.Tensor, movie_valid: torch.Tensor, window=None) -> MovieStates:
+    def prepare(self, movie: torch.Tensor, movie_valid: torch.Tensor, window=None) -> MovieCache:
         """One pass over the movie alone (prefix attention only): its per-layer keys and values.
         (`window`: the rows are crops of longer movies, in training; see `position_features`.)"""
         if self.cfg.movie_attention != "prefix":
@@ -322,9 +322,9 @@ class SSMPEncoder(nn.Module):
             h, (k, v) = block(h, mask)
             keys.append(k)
             values.append(v)
-        return MovieStates(keys, values, movie_valid, self.shot_prior(h, movie, movie_valid, window))
+        return MovieCache(keys, values, movie_valid, self.shot_prior(h, movie, movie_valid, window))
 
-    def step(self, states: MovieStates, slots, slot_masked, slot_valid) -> torch.Tensor:
+    def step(self, states: MovieCache, slots, slot_masked, slot_valid) -> torch.Tensor:
         """Predicted slot features (B, J, D) from cached movie states: only the J slot rows are computed.
 
         Equals `forward` on the same movie under prefix attention (tested).

@@ -82,7 +82,7 @@ def test_a_directory_writes_every_good_movie_in_order_and_each_bad_one_in_its_pl
 
 def test_a_single_file_run_gives_the_same_trailer(movies, alone):
     single = json.loads(cli("run", movies / "movie_04.npy", *FAST).stdout)
-    assert "name" not in single  # one .npy alone: today's output, one JSON object
+    assert "name" not in single  # one .npy alone: one JSON object, no name
     assert single["shots"] == alone["movie_04"]
 
 

@@ -8,7 +8,7 @@ A backend must guarantee:
   feeds its rows to locked slots) and whatever it reuses across rounds (`cache`: for the torch backend
   the movie tokens' per-layer keys and values). For a model with a shot prior, `shot_prior` (B, I)
   holds b_i after `prepare` (prefix attention) or after each `step` that recomputed the movie. For a
-  model with position keys, `prepare` sets `shot_keys` (`movie_state(..., keys_of)`, whatever the
+  model with position keys, `prepare` sets `shot_keys` (`new_movie_state(..., keys_of)`, whatever the
   attention): the rows the decoder scores against and feeds to locked slots in place of `movie_unit`.
 - `step` returns what one full encoder pass over [movie ; slots] would return for the slot rows, up to
   float rounding, whenever the model reads prefix attention (the movie's states do not depend on the
@@ -39,7 +39,7 @@ class MovieState:
     movie_valid: torch.Tensor  # (B, I) bool
     refresh_every: int  # 1: recompute every step; k > 1: refresh the cache every k steps; 0: never
     cache: Any = None  # the backend's reusable movie states (batch-first, with .select(rows)), or None
-    steps: int = 0  # steps taken since prepare (when to refresh)
+    steps_since_prepare: int = 0  # when to refresh the cache
     shot_prior: torch.Tensor | None = None  # (B, I) per-shot logit b_i added to every slot's scores, if any
     step_graph: Any = None  # a backend's captured step for this state (cuda_graphs.py); never carried by select
     output_basis: torch.Tensor | None = None  # (D, r) orthonormal columns spanning every `step` output, or None
@@ -59,7 +59,7 @@ class MovieState:
             self.movie_valid.index_select(0, rows),
             self.refresh_every,
             None if self.cache is None else self.cache.select(rows),
-            self.steps,
+            self.steps_since_prepare,
             None if self.shot_prior is None else self.shot_prior.index_select(0, rows),
             output_basis=self.output_basis,
             movie_coords=None if self.movie_coords is None else self.movie_coords.index_select(0, rows),
@@ -70,11 +70,11 @@ class MovieState:
         """Whether this step must recompute the movie's states (the caller then counts the step)."""
         if self.refresh_every == 1 or self.cache is None:
             return True
-        return self.refresh_every > 1 and self.steps % self.refresh_every == 0
+        return self.refresh_every > 1 and self.steps_since_prepare % self.refresh_every == 0
 
 
-def movie_state(movie: torch.Tensor, movie_valid: torch.Tensor, refresh_every: int,
-                output_basis: torch.Tensor | None = None, keys_of=None) -> MovieState:
+def new_movie_state(movie: torch.Tensor, movie_valid: torch.Tensor, refresh_every: int,
+                    output_basis: torch.Tensor | None = None, keys_of=None) -> MovieState:
     """What every backend's `prepare` starts from: the unit movie, the model's position keys when it has
     them (`keys_of(unit) -> (B, I, D)`, None without), and the rows scored against in the backend's
     `output_basis` when it has one (computed once, from the keys when there are keys)."""
@@ -86,15 +86,15 @@ def movie_state(movie: torch.Tensor, movie_valid: torch.Tensor, refresh_every: i
 
 
 @dataclass
-class StackedMovieStates:
+class StackedMovieCache:
     """A movie cache as exported graphs and engines take it: per-layer keys and values stacked layer
     first, each (L, B, H, I, hd), so the batch is dim 1."""
 
     keys: torch.Tensor
     values: torch.Tensor
 
-    def select(self, rows: torch.Tensor) -> "StackedMovieStates":
-        return StackedMovieStates(self.keys.index_select(1, rows), self.values.index_select(1, rows))
+    def select(self, rows: torch.Tensor) -> "StackedMovieCache":
+        return StackedMovieCache(self.keys.index_select(1, rows), self.values.index_select(1, rows))
 
 
 class Backend(Protocol):

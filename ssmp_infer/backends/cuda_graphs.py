@@ -10,8 +10,8 @@ each replay. So a graph belongs to one state and one batch shape: a batch whose 
 (`MovieState.select`) gets a new state, and that state captures its own graph on its first step. The
 graph lives on the state, not the backend: two batches can be stepped in any interleaving.
 
-Never run: no machine these sessions used had a GPU (tests/test_runtime.py's CUDA-graph tests skip
-here). Written against torch's documented `torch.cuda.CUDAGraph` / `torch.cuda.graph` API.
+Not yet run on a GPU (benchmarks/RESULTS.md lists what has not; tests/test_runtime.py's CUDA-graph
+tests skip without CUDA). Written against torch's documented `torch.cuda.CUDAGraph` / `torch.cuda.graph` API.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 CPU execution provider by default, graph optimisations at ORT_ENABLE_ALL. On a CUDA device with
 onnxruntime-gpu installed the CUDA execution provider runs the graphs, and inputs and outputs are
 bound to torch CUDA tensors (I/O binding) so nothing goes through host memory. That path is written
-against ONNX Runtime's documented `io_binding` API but has not been run: no machine here has both
-a GPU and onnxruntime-gpu.
+against ONNX Runtime's documented `io_binding` API and has not yet run on a GPU (benchmarks/RESULTS.md
+lists what has not).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from ..errors import InputError
 from ..model import output_basis
-from .base import MovieState, StackedMovieStates, default_refresh_every, movie_state
+from .base import MovieState, StackedMovieCache, default_refresh_every, new_movie_state
 
 try:
     import onnxruntime as ort
@@ -145,7 +145,7 @@ class OnnxRuntimeBackend:
         keys_of = None
         if "shot_keys" in self.sessions:  # the model's position keys: the movie alone decides them
             keys_of = lambda unit: self._run("shot_keys", movie=unit, movie_valid=movie_valid)["shot_keys"].to(self.device)  # noqa: E731
-        state = movie_state(movie, movie_valid, k, self.output_basis, keys_of)
+        state = new_movie_state(movie, movie_valid, k, self.output_basis, keys_of)
         if self.config.movie_attention == "prefix":
             state.refresh_every = 0  # exact: the states never need recomputing
             self._keep_movie(state, self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid))
@@ -153,7 +153,7 @@ class OnnxRuntimeBackend:
 
     def _keep_movie(self, state: MovieState, out: dict) -> None:
         """What a prepare or full run says about the movie, into the state."""
-        state.cache = StackedMovieStates(out["keys"], out["values"]) if state.refresh_every != 1 else None
+        state.cache = StackedMovieCache(out["keys"], out["values"]) if state.refresh_every != 1 else None
         state.shot_prior = out.get("shot_prior")
 
     def step(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor:
@@ -165,7 +165,7 @@ class OnnxRuntimeBackend:
             cache = state.cache
             out = self._run("step", keys=cache.keys, values=cache.values, movie_valid=state.movie_valid, **slot_inputs)
         pred = out["pred"]
-        state.steps += 1
+        state.steps_since_prepare += 1
         return pred.to(self.device)
 
 

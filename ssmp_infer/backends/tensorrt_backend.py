@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .base import MovieState, StackedMovieStates, default_refresh_every, movie_state
+from .base import MovieState, StackedMovieCache, default_refresh_every, new_movie_state
 
 MISSING = "TensorRT is not installed: pip install 'ssmp-infer[tensorrt]' on a machine with an NVIDIA GPU"
 NO_GPU = "TensorRT runs on an NVIDIA GPU, and this PyTorch sees no CUDA device"
@@ -198,11 +198,11 @@ class TensorRTBackend:
         keys_of = None
         if "shot_keys" in self.runners:  # the model's position keys: the movie alone decides them
             keys_of = lambda unit: self._run("shot_keys", movie=unit, movie_valid=movie_valid)["shot_keys"]  # noqa: E731
-        state = movie_state(movie, movie_valid, k, keys_of=keys_of)
+        state = new_movie_state(movie, movie_valid, k, keys_of=keys_of)
         if self.config.movie_attention == "prefix":
             state.refresh_every = 0  # exact: the states never need recomputing
             out = self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid)
-            state.cache = StackedMovieStates(out["keys"], out["values"])
+            state.cache = StackedMovieCache(out["keys"], out["values"])
             state.shot_prior = out.get("shot_prior")
         else:
             self._check_sizes(movie_valid.shape[0], movie_valid.shape[1], None)  # refused now, not at the first step
@@ -212,12 +212,12 @@ class TensorRTBackend:
         slot_inputs = dict(slots=slots.float(), slot_masked=slot_masked, slot_valid=slot_valid)
         if state.due_for_refresh():
             out = self._run("full", movie=state.movie_unit, movie_valid=state.movie_valid, **slot_inputs)
-            state.cache = StackedMovieStates(out["keys"], out["values"]) if state.refresh_every != 1 else None
+            state.cache = StackedMovieCache(out["keys"], out["values"]) if state.refresh_every != 1 else None
             state.shot_prior = out.get("shot_prior")
         else:
             cache = state.cache
             out = self._run("step", keys=cache.keys, values=cache.values, movie_valid=state.movie_valid, **slot_inputs)
-        state.steps += 1
+        state.steps_since_prepare += 1
         return out["pred"]
 
 

@@ -4,7 +4,7 @@ import torch
 
 from ..config import PRECISIONS
 from ..model import SSMPEncoder, output_basis
-from .base import MovieState, default_refresh_every, movie_state
+from .base import MovieState, default_refresh_every, new_movie_state
 from .cuda_graphs import capture_step
 
 
@@ -53,7 +53,7 @@ class TorchBackend:
     def prepare(self, movie, movie_valid, refresh_every=None) -> MovieState:
         k = default_refresh_every(self.model.cfg.movie_attention) if refresh_every is None else refresh_every
         keys_of = (lambda unit: self.model.shot_keys(unit, movie_valid).float()) if self.model.cfg.position_keys else None
-        state = movie_state(movie, movie_valid, k, self.output_basis, keys_of)
+        state = new_movie_state(movie, movie_valid, k, self.output_basis, keys_of)
         if self.model.cfg.movie_attention == "prefix" and k != 1:
             state.refresh_every = 0  # the cache is exact: a refresh would recompute the same states
             with self._autocast():
@@ -76,7 +76,7 @@ class TorchBackend:
                     pred = self._replay_step(state, slots, slot_masked, slot_valid)
                 else:
                     pred = self.model.step(state.cache, slots, slot_masked, slot_valid)
-        state.steps += 1
+        state.steps_since_prepare += 1
         return pred.float()
 
     def _replay_step(self, state: MovieState, *inputs: torch.Tensor) -> torch.Tensor:
