@@ -36,7 +36,7 @@ setup(
         # opset 23 (ONNX's Attention op) needs onnx 1.18 and an onnxruntime that runs it (1.23 and later)
         "onnx": ["onnx>=1.18", "onnxruntime>=1.23", "onnxscript>=0.5"],
         # onnxruntime: its fp16 graph converter prepares what the engines are built from
-        "tensorrt": ["tensorrt>=10", "onnx>=1.18", "onnxruntime>=1.23", "onnxscript>=0.5"],
+        "tensorrt": ["tensorrt>=10,<11", "onnx>=1.18", "onnxruntime>=1.23", "onnxscript>=0.5"],
         "video": VIDEO,
         "serve": SERVE,
         "compare": ["matplotlib>=3.7"],  # `ssmp-infer compare` draws its plot with it

@@ -360,6 +360,17 @@ def build_engines(model, out_dir: str | Path, profiles: Profiles | None = None, 
     return paths
 
 
+WORKSPACE_BYTES = 4 << 30  # the most a build's tactics may use as scratch memory
+
+
+def workspace_bytes() -> int:
+    """WORKSPACE_BYTES, or half the GPU memory free now if that is less."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info()
+    return int(min(WORKSPACE_BYTES, free // 2))
+
+
 def _build_engine(graph: str, onnx_path: Path, shapes: dict):
     """The serialized engine of one fp16 ONNX graph: a strongly typed network, one optimisation profile."""
     from ssmp_infer.backends.tensorrt_backend import trt, trt_logger
@@ -375,6 +386,8 @@ def _build_engine(graph: str, onnx_path: Path, shapes: dict):
     if names != set(shapes):  # a graph whose inputs this file does not know: a bug here, not user input
         raise RuntimeError(f"the {graph} graph has inputs {sorted(names)}, profiles were made for {sorted(shapes)}")
     config = builder.create_builder_config()
+    # TensorRT's default workspace is the whole GPU's memory: a build beside a running server could take it all
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes())
     profile = builder.create_optimization_profile()
     for name, (low, opt, high) in shapes.items():
         profile.set_shape(name, low, opt, high)

@@ -263,6 +263,45 @@ def test_engine_load_rejects_options_the_backend_cannot_honour(prefix_export):
         Engine.load(root / "model", device="cpu", backend="torch", onnx_dir=out)
 
 
+@pytest.mark.parametrize("which", ["prefix", "full"])
+def test_the_io_binding_path_gives_the_plain_runs_outputs_bit_for_bit(which, prefix_export, full_export):
+    """The path a GPU takes (torch memory bound to the graphs' inputs and outputs, output shapes worked
+    out here), run on the CPU, where ORT binds host memory the same way: every graph's outputs, the
+    cache's layout and the trailers are those of the plain run. Outputs start poisoned (NaN) so that
+    one ORT does not write shows."""
+    model, out = (prefix_export[0], prefix_export[2]) if which == "prefix" else full_export
+    plain = OnnxRuntimeBackend(out, weights_sha256=weights_sha256(model))
+    bound = OnnxRuntimeBackend(out, weights_sha256=weights_sha256(model), io_binding=True)
+    assert bound.io_binding and not plain.io_binding
+    empty = torch.empty
+    torch_empty = lambda *a, **k: empty(*a, **k).fill_(float("nan"))  # noqa: E731
+    movie, movie_valid, slots, slot_masked, slot_valid = padded_batch(3, 23, 6, seed=4)
+
+    def same(a, b, what):
+        assert (a is None) == (b is None), what
+        if a is not None:
+            assert a.shape == b.shape and torch.equal(a, b), what
+
+    for refresh_every in ([None] if which == "prefix" else [1, 2]):
+        with mock.patch.object(torch, "empty", torch_empty):
+            got = bound.prepare(movie, movie_valid, refresh_every)
+        want = plain.prepare(movie, movie_valid, refresh_every)
+        for round_ in range(3):  # full attention with k = 2 runs the full graph, then step, then full
+            masked = slot_masked ^ (torch.arange(6) < round_)
+            with mock.patch.object(torch, "empty", torch_empty):
+                pred = bound.step(got, slots, masked, slot_valid)
+            same(pred, plain.step(want, slots, masked, slot_valid), f"pred, round {round_}")
+            for field in ("shot_prior", "shot_keys", "movie_coords"):
+                same(getattr(got, field), getattr(want, field), field)
+            if want.cache is not None:
+                same(got.cache.keys, want.cache.keys, "keys")
+                same(got.cache.values, want.cache.values, "values")
+    features = np.random.default_rng(2).standard_normal((60, model.cfg.feature_dim)).astype(np.float32)
+    config = DecodeConfig(mode="topk", seed=1)
+    got = Engine(model.cfg, bound).generate(features, 6, config)
+    assert got.shots == Engine(model.cfg, plain).generate(features, 6, config).shots
+
+
 @pytest.fixture(scope="module")
 def bundled_engines(tmp_path_factory):
     """The bundled model behind both backends; onnxruntime exports into a fresh cache on first use."""

@@ -182,7 +182,7 @@ class CapturingBackend(TorchBackend):
 @pytest.mark.parametrize("mode", MODES)
 def test_cuda_graph_replays_give_the_eager_trailers_and_capture_once_per_batch(mode):
     feats, lengths = movies([40, 23, 31], seed=1), [9, 2, 12]  # the 2-slot movie leaves early: a new batch
-    config = DecodeConfig(mode=mode, seed=3)
+    config = DecodeConfig(mode=mode, seed=3, kernels="torch")  # step graphs; the fused kernels replay whole rounds
     eager = TorchBackend(tiny_model(shot_prior=True), "cuda")
     graphed = CapturingBackend(tiny_model(shot_prior=True))
     movie, valid = pad_batch(feats)
@@ -231,10 +231,18 @@ def test_whole_rounds_replayed_as_cuda_graphs_give_the_eager_trailers(mode):
     config = DecodeConfig(mode=mode, seed=3, kernels="triton")
     model = tiny_model(shot_prior=True)
     eager = Engine(model.cfg, TorchBackend(model, "cuda"))
-    graphed = Engine(model.cfg, TorchBackend(tiny_model(shot_prior=True), "cuda", cuda_graphs=True))
-    for want, got in zip(eager.generate_batch(movies_, lengths, config), graphed.generate_batch(movies_, lengths, config)):
+    graphed = CapturingBackend(tiny_model(shot_prior=True))
+    step_graphs, replay_step = [], graphed._replay_step
+    graphed._replay_step = lambda *a: step_graphs.append(1) or replay_step(*a)
+    for want, got in zip(eager.generate_batch(movies_, lengths, config),
+                         Engine(model.cfg, graphed).generate_batch(movies_, lengths, config)):
         assert got.shots == want.shots and got.steps == want.steps
         assert np.allclose(got.confidence, want.confidence, atol=1e-5)
+    # at most one capture per batch composition (movies leave at most twice here): the round's, which holds
+    # the step; no step graph of its own, but for paper mode's last round, which is never replayed
+    rounds = max(t.steps for t in eager.generate_batch(movies_, lengths, config))
+    assert len(step_graphs) <= (mode == "paper" and rounds == config.rounds_cap)
+    assert 1 <= graphed.captures - len(step_graphs) <= 3
 
 
 def test_scoring_in_the_output_basis_gives_the_trailers_of_scoring_in_d():

@@ -48,14 +48,18 @@ FP16 = dict(atol=1e-2, rtol=1e-2)
 D = 24
 
 
-def tiny_model(movie_attention, shot_prior, seed=0):
+def tiny_model(movie_attention, shot_prior, seed=0, presets_priors=False):
+    """`presets_priors`: also the context branch with its local read and the position keys, as both
+    presets have them (and as every bundled model is built)."""
     torch.manual_seed(seed)
+    extra = dict(context_prior=True, local_context=True, position_keys=True) if presets_priors else {}
     cfg = ModelConfig(feature_dim=D, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0,
-                      temperature=0.1, movie_attention=movie_attention, shot_prior=shot_prior)
+                      temperature=0.1, movie_attention=movie_attention, shot_prior=shot_prior, **extra)
     model = SSMPEncoder(cfg).eval()
-    with torch.no_grad():  # sharper than the init, so attention and positions matter
-        for p in model.parameters():
-            p.mul_(4.0 if p.dim() >= 2 else 1.0)
+    with torch.no_grad():  # sharper than the init (whose new branches start at zero), so every part matters
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.mul_(4.0) if p.abs().max() > 0 else p.normal_(0.0, 0.3)
         if model.shot_head is not None:
             model.shot_head.weight.normal_(0.0, 0.5)
     return model
@@ -78,9 +82,9 @@ def fp32_exports(tmp_path_factory):
     exported once (the exporter takes seconds per graph) and converted to fp16 by each test."""
     root = tmp_path_factory.mktemp("fp32")
     exports = {}
-    for attention, prior in (("prefix", True), ("full", False)):
-        model = tiny_model(attention, prior, seed=len(attention))
-        exports[attention] = model, export_onnx(model, root / attention, opset=TENSORRT_OPSET)
+    for name, attention, prior in (("prefix", "prefix", True), ("full", "full", False), ("presets", "prefix", True)):
+        model = tiny_model(attention, prior, seed=len(name), presets_priors=name == "presets")
+        exports[name] = model, export_onnx(model, root / name, opset=TENSORRT_OPSET)
     return exports
 
 
@@ -314,8 +318,10 @@ class FakeTensorRT:
 
     An "engine" is the fp16 ONNX graph plus its one profile, run by ONNX Runtime; addresses are read
     and written as host memory. It refuses what TensorRT refuses: a network that is not strongly typed,
-    a profile that misses an input or is not min <= opt <= max, an input shape outside the profile,
-    running before every input has a shape and an address.
+    a profile that misses an input or is not min <= opt <= max, a build without a workspace limit, an
+    input shape outside the profile, an address off a 256-byte boundary (`set_tensor_address` returns
+    False, as TensorRT's does), running before every input has a shape and an address, and running on
+    the legacy default stream (handle 0). Its enum values are TensorRT's own.
     """
 
     __version__ = "10.99.0.fake"
@@ -329,7 +335,10 @@ class FakeTensorRT:
             self.severity = severity
 
     class NetworkDefinitionCreationFlag:
-        STRONGLY_TYPED = 0
+        EXPLICIT_BATCH, STRONGLY_TYPED = 0, 1
+
+    class MemoryPoolType:
+        WORKSPACE = 0
 
     class TensorIOMode:
         INPUT, OUTPUT = "INPUT", "OUTPUT"
@@ -346,8 +355,9 @@ class FakeTensorRT:
                                    onnx=None, num_inputs=0, get_input=None)
 
         def create_builder_config(self):
-            config = SimpleNamespace(profiles=[])
+            config = SimpleNamespace(profiles=[], pool_limits={})
             config.add_optimization_profile = config.profiles.append
+            config.set_memory_pool_limit = config.pool_limits.__setitem__
             return config
 
         def create_optimization_profile(self):
@@ -356,6 +366,7 @@ class FakeTensorRT:
 
         def build_serialized_network(self, network, config):
             assert network.strongly_typed, "the network must be strongly typed"
+            assert 0 < config.pool_limits.get(FakeTensorRT.MemoryPoolType.WORKSPACE, 0) <= 4 << 30, config.pool_limits
             (profile,) = config.profiles
             names = [v.name for v in network.onnx.graph.input]
             assert sorted(profile.shapes) == sorted(names), "every input needs a profile shape"
@@ -432,7 +443,10 @@ class FakeTensorRT:
             return ok
 
         def set_tensor_address(self, name, address):
+            if address % 256:
+                return False
             self.addresses[name] = address
+            return True
 
         def get_tensor_shape(self, name):
             sizes = {}
@@ -446,7 +460,7 @@ class FakeTensorRT:
             return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
         def execute_async_v3(self, stream_handle):
-            assert isinstance(stream_handle, int)
+            assert isinstance(stream_handle, int) and stream_handle != 0, "not on the legacy default stream"
             inputs = [n for n in self.engine.names if n in self.engine.profile]
             assert all(n in self.shapes and n in self.addresses for n in inputs), "every input needs a shape and an address"
             feed = {n: self._array(n, self.shapes[n]).copy() for n in inputs}
@@ -455,6 +469,14 @@ class FakeTensorRT:
                 assert name in self.addresses, f"{name} has no address"
                 self._array(name, self.get_tensor_shape(name))[...] = value
             return True
+
+
+class FakeStream(SimpleNamespace):
+    def __init__(self, handle):
+        super().__init__(cuda_stream=handle)
+
+    def wait_stream(self, other):
+        assert isinstance(other, FakeStream) and other is not self
 
 
 @pytest.fixture
@@ -467,7 +489,9 @@ def fake_gpu(monkeypatch, tmp_path, fp32_exports):
     monkeypatch.setattr(tensorrt_backend, "_LOGGER", None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU 80GB")
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: SimpleNamespace(cuda_stream=0))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: FakeStream(0))
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: FakeStream(0x5EED))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (60 << 30, 80 << 30))
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setenv("SSMP_INFER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(FakeTensorRT, "builds", 0)
@@ -540,6 +564,21 @@ def test_backend_matches_torch_with_the_onnxruntime_backends_rules(fake_gpu, tmp
         assert state.select(rows).cache.keys.shape[1] == 2
     else:
         assert (state.cache is None) == (refresh_every == 1)
+
+
+def test_an_engine_of_a_model_with_the_presets_priors_matches_torch(fake_gpu, tmp_path):
+    """The context branch with its local read, and the position keys (the shot_keys graph): built as the
+    bundled models' engines are, fp16, and within fp16's error of torch, keys included."""
+    model, _ = fake_gpu["presets"]
+    out = tmp_path / "engines"
+    build_engines(model, out, profiles=Profiles(batch=(1, 2, 4), shots=(1, 32, 64), slots=(1, 8, 16)))
+    backend = TensorRTBackend(out, "cuda", weights_sha256=weights_sha256(model))
+    assert sorted(backend.runners) == ["prepare", "shot_keys", "step"]
+    movie, movie_valid, *_ = padded_batch([40, 17, 29], 11, seed=8)
+    got, want = backend.prepare(movie, movie_valid), TorchBackend(model).prepare(movie, movie_valid)
+    assert want.shot_keys is not None and (want.shot_prior[movie_valid].std() > 0.1)  # both priors at work
+    assert_close(got.shot_keys[movie_valid], want.shot_keys[movie_valid], **FP16)
+    _compare_with_torch(backend, model, [40, 17, 29], 11, seed=8, rounds=3)
 
 
 def test_a_batch_above_the_profile_runs_in_chunks(fake_gpu, tmp_path):

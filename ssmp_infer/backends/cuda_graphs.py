@@ -16,10 +16,29 @@ tests skip without CUDA). Written against torch's documented `torch.cuda.CUDAGra
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+# Set while a ReplayedRound runs or captures its round: the backend's step is then part of the round's
+# graph, and must not capture a step graph of its own (it would never be replayed).
+_IN_REPLAYED_ROUND = contextvars.ContextVar("in_replayed_round", default=False)
+
+
+def inside_replayed_round() -> bool:
+    return _IN_REPLAYED_ROUND.get()
+
+
+@contextlib.contextmanager
+def _replayed_round():
+    token = _IN_REPLAYED_ROUND.set(True)
+    try:
+        yield
+    finally:
+        _IN_REPLAYED_ROUND.reset(token)
 
 # Steps run eagerly on a side stream before capture: the first runs allocate their workspace, pick
 # cuBLAS/SDPA kernels and initialise handles, none of which may happen inside a capture.
@@ -82,12 +101,12 @@ class ReplayedRound:
             self.key, self.graph = key, None
             side = torch.cuda.Stream(self.device)
             side.wait_stream(current)
-            with torch.cuda.stream(side):
+            with torch.cuda.stream(side), _replayed_round():
                 round_fn()
             current.wait_stream(side)
             return
         if self.graph is None:
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            with torch.cuda.graph(self.graph), _replayed_round():
                 round_fn()
         self.graph.replay()

@@ -45,7 +45,10 @@ class OnnxRuntimeBackend:
         device: torch.device | str = "cpu",
         weights_sha256: str | None = None,
         precision: str | None = None,
+        io_binding: bool | None = None,
     ):
+        """`io_binding`: bind torch tensors' memory to the graphs' inputs and outputs (default: on CUDA,
+        where it keeps everything on the GPU; on the CPU it runs the same binding code, for its test)."""
         if not HAS_ONNXRUNTIME:
             raise InputError(MISSING)
         from ..export.onnx_export import read_metadata
@@ -72,11 +75,16 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = torch.get_num_threads()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        self.io_binding = self.device.type == "cuda"
-        if self.io_binding:
+        self.io_binding = self.device.type == "cuda" if io_binding is None else io_binding
+        self.stream = None
+        if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise InputError(f"device {self.device} needs onnxruntime-gpu (this ONNX Runtime runs on the CPU only)")
-            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+            # ORT computes on a stream of ours (not the legacy default stream, which would serialise it
+            # with every other stream), ordered against torch's by events rather than a device sync
+            self.stream = torch.cuda.Stream(self.device)
+            cuda = {"device_id": self.device.index or 0, "user_compute_stream": str(self.stream.cuda_stream)}
+            providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         # Set by `for_model` for fp32 graphs (the model's out_proj weights); int8 graphs quantise them.
         self.output_basis: torch.Tensor | None = None
         self.sessions = {
@@ -110,22 +118,23 @@ class OnnxRuntimeBackend:
         if not self.io_binding:
             feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in inputs.items()}
             return {name: torch.from_numpy(out) for name, out in zip(names, session.run(None, feed))}
-        # CUDA: bind the torch tensors' memory; outputs go into torch tensors allocated here (their
-        # shapes follow from the inputs', see `_output_shape`).
+        # Bind the torch tensors' memory; outputs go into torch tensors allocated here (their shapes
+        # follow from the inputs', see `_output_shape`).
         binding = session.io_binding()
-        index = self.device.index or 0
-        inputs = {name: t.contiguous() for name, t in inputs.items()}  # kept alive until the run ends
+        kind, index = self.device.type, self.device.index or 0
+        inputs = {name: t.to(self.device).contiguous() for name, t in inputs.items()}  # alive until the run ends
         for name, t in inputs.items():
-            binding.bind_input(name, "cuda", index, _NUMPY[t.dtype], tuple(t.shape), t.data_ptr())
+            binding.bind_input(name, kind, index, _NUMPY[t.dtype], tuple(t.shape), t.data_ptr())
         outputs = []
         for out in session.get_outputs():
             t = torch.empty(self._output_shape(out.name, inputs), dtype=torch.float32, device=self.device)
-            binding.bind_output(out.name, "cuda", index, np.float32, tuple(t.shape), t.data_ptr())
+            binding.bind_output(out.name, kind, index, np.float32, tuple(t.shape), t.data_ptr())
             outputs.append(t)
-        # ORT computes on its own CUDA stream: torch's pending writes to the inputs must land first.
-        # Run returns after ORT's stream is done, so the outputs are ready for torch.
-        torch.cuda.synchronize(self.device)
-        session.run_with_iobinding(binding)
+        if self.stream is not None:  # ORT's stream starts after torch's pending writes to the inputs
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        session.run_with_iobinding(binding)  # returns once ORT's stream is done
+        if self.stream is not None:
+            torch.cuda.current_stream(self.device).wait_stream(self.stream)
         return dict(zip(names, outputs))
 
     def _output_shape(self, name: str, inputs: dict) -> tuple[int, ...]:

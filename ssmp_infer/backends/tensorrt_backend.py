@@ -1,8 +1,10 @@
 """TensorRT: the engines of `ssmp_infer.export.tensorrt_export` behind the prepare/step interface.
 
-Inputs and outputs are torch CUDA tensors whose memory TensorRT reads and writes directly, and every
-engine runs on torch's current CUDA stream, so its work is ordered with the decoder's own kernels
-without any synchronisation. The engines compute in fp16 (see tensorrt_export.fp16_graph); their
+Inputs and outputs are torch CUDA tensors whose memory TensorRT reads and writes directly, each
+starting on a 256-byte boundary as TensorRT requires (a slice of a batch need not: it is copied). Each
+engine runs on a CUDA stream of its own (not the legacy default stream, on which TensorRT adds a
+synchronisation per call), ordered after the work torch queued before it, and torch's next work is
+ordered after it: no host synchronisation. The engines compute in fp16 (see tensorrt_export.fp16_graph); their
 inputs and outputs are float32 and bool, as for the other backends.
 
 Written against TensorRT 10's documented Python API, and not yet run against TensorRT itself: no
@@ -12,6 +14,7 @@ backend through a stand-in of that API on the CPU, and runs the real thing where
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -77,6 +80,25 @@ def _torch_dtype(dtype) -> torch.dtype:
 BATCH_DIM = {"keys": 1, "values": 1}
 
 
+ALIGNMENT = 256  # bytes: where TensorRT requires every input and output to start
+
+
+def empty_aligned(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """torch.empty that starts on an ALIGNMENT-byte boundary (CUDA's allocator gives that; a host one,
+    as the tests' stand-in uses, need not)."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = torch.empty(nbytes + ALIGNMENT, dtype=torch.uint8, device=device)
+    skip = -raw.data_ptr() % ALIGNMENT
+    return raw[skip:skip + nbytes].view(dtype).view(shape)
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t`, or an aligned copy of it: a chunk of a batch starts wherever its first row lies."""
+    if t.data_ptr() % ALIGNMENT == 0:
+        return t
+    return empty_aligned(tuple(t.shape), t.dtype, t.device).copy_(t)
+
+
 class _EngineRunner:
     """One deserialised engine and its execution context."""
 
@@ -93,29 +115,37 @@ class _EngineRunner:
         self.outputs = [n for n in names if not is_input[n]]
         self.dtypes = {n: _torch_dtype(self.engine.get_tensor_dtype(n)) for n in names}
         self.lock = threading.Lock()  # shapes and addresses live in the context: one run at a time
+        self.stream = torch.cuda.Stream(device)
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """{output name: tensor}, queued on torch's current stream (ready for whatever torch queues next)."""
+        """{output name: tensor}, ready for whatever torch queues next on its current stream."""
         if sorted(inputs) != sorted(self.inputs):
             raise InputError(f"the {self.graph} engine takes {sorted(self.inputs)}, not {sorted(inputs)}; build the engines again")
-        # Contiguous, of the engine's dtype, on the device: copies only when the caller's tensor is not.
-        # They stay referenced until this call returns; the work is queued on torch's current stream,
-        # so the caching allocator reuses their memory only for work queued after it.
-        bound = {n: t.to(self.device, self.dtypes[n]).contiguous() for n, t in inputs.items()}
-        stream = torch.cuda.current_stream(self.device)
+        # Contiguous, aligned, of the engine's dtype, on the device: copies only when the caller's tensor is
+        # not. Made on torch's stream and freed there: its later work waits for this engine (below), so the
+        # caching allocator cannot hand their memory to anything that runs before the engine is done.
+        bound = {n: aligned(t.to(self.device, self.dtypes[n]).contiguous()) for n, t in inputs.items()}
+        current = torch.cuda.current_stream(self.device)
         with self.lock:
             for name, tensor in bound.items():
                 if not self.context.set_input_shape(name, tuple(tensor.shape)):
                     raise InputError(f"the {self.graph} engine does not take {name} of shape {tuple(tensor.shape)}")
-                self.context.set_tensor_address(name, tensor.data_ptr())
+                self._set_address(name, tensor)
             outputs = {}
             for name in self.outputs:  # their shapes follow from the input shapes just set
                 shape = tuple(self.context.get_tensor_shape(name))
-                outputs[name] = torch.empty(shape, dtype=self.dtypes[name], device=self.device)
-                self.context.set_tensor_address(name, outputs[name].data_ptr())
-            if not self.context.execute_async_v3(stream.cuda_stream):
+                outputs[name] = empty_aligned(shape, self.dtypes[name], self.device)
+                self._set_address(name, outputs[name])
+            self.stream.wait_stream(current)  # the inputs torch wrote are ready
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError(f"TensorRT could not run the {self.graph} engine (its log above says why)")
+            current.wait_stream(self.stream)  # torch's next work reads the outputs after the engine wrote them
         return outputs
+
+    def _set_address(self, name: str, tensor: torch.Tensor) -> None:
+        if not self.context.set_tensor_address(name, tensor.data_ptr()):
+            raise RuntimeError(f"TensorRT refused the address of {name} for the {self.graph} engine "
+                               f"({tensor.data_ptr() % ALIGNMENT} bytes past a {ALIGNMENT}-byte boundary)")
 
 
 class TensorRTBackend:

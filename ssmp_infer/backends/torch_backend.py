@@ -5,7 +5,7 @@ import torch
 from ..config import PRECISIONS
 from ..model import SSMPEncoder, output_basis
 from .base import MovieState, default_refresh_every, new_movie_state
-from .cuda_graphs import capture_step
+from .cuda_graphs import capture_step, inside_replayed_round
 
 
 class TorchBackend:
@@ -71,8 +71,8 @@ class TorchBackend:
             else:
                 if state.cache.slot_room != slots.shape[1]:  # once per state: the slots' rows get a place
                     state.cache = state.cache.with_slot_room(slots.shape[1])
-                # inside a captured round (decode's ReplayedRound) the step is part of that graph
-                if self.cuda_graphs and not torch.cuda.is_current_stream_capturing():
+                # within a replayed round (decode's ReplayedRound) the step is part of the round's graph
+                if self.cuda_graphs and not inside_replayed_round():
                     pred = self._replay_step(state, slots, slot_masked, slot_valid)
                 else:
                     pred = self.model.step(state.cache, slots, slot_masked, slot_valid)
