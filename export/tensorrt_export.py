@@ -32,6 +32,7 @@ from ssmp_infer.atomic import write_atomic
 from ssmp_infer.config import ModelConfig
 from ssmp_infer.errors import InputError
 
+from . import tensorrt_runtime as rt
 from .onnx_export import (
     _require_onnx, cache_entry, cache_root, export_onnx, graph_names, refuse_existing, weights_sha256,
 )
@@ -313,9 +314,7 @@ def export_tensorrt(model, out_dir: str | Path, force: bool = False, precision: 
                     profiles: Profiles | None = None, device=None) -> dict[str, Path]:
     """`ssmp-infer export --format tensorrt`: the engines of `model` for this GPU in `out_dir`;
     {graph: engine path} (engines.json beside them). Without TensorRT or a GPU: one sentence."""
-    from ssmp_infer.backends.tensorrt_backend import require_tensorrt
-
-    require_tensorrt()
+    rt.require_tensorrt()
     return build_engines(model, out_dir, profiles=profiles, precision=precision, force=force, device=device)
 
 
@@ -328,12 +327,10 @@ def build_engines(model, out_dir: str | Path, profiles: Profiles | None = None, 
     is removed first and written last, so an interrupted rebuild leaves a directory the backend
     refuses, never engines of two builds under one description.
     """
-    from ssmp_infer.backends.tensorrt_backend import cuda_device, gpu_name, require_tensorrt, trt
-
-    require_tensorrt()
+    rt.require_tensorrt()
     check_precision(precision)
     profiles = profiles if profiles is not None else Profiles()
-    device = cuda_device(device)
+    device = rt.cuda_device(device)
     out_dir = Path(out_dir)
     paths = {g: out_dir / f"{g}.engine" for g in graph_names(model.cfg)}
     description = out_dir / ENGINES_JSON
@@ -352,8 +349,8 @@ def build_engines(model, out_dir: str | Path, profiles: Profiles | None = None, 
         "weights_sha256": weights_sha256(model),
         "precision": precision,
         "profiles": profiles.to_dict(),
-        "gpu": gpu_name(device),
-        "tensorrt": trt.__version__,
+        "gpu": rt.gpu_name(device),
+        "tensorrt": rt.trt.__version__,
         "engines": {graph: path.name for graph, path in paths.items()},
     }
     _write_atomic(description, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
@@ -373,21 +370,19 @@ def workspace_bytes() -> int:
 
 def _build_engine(graph: str, onnx_path: Path, shapes: dict):
     """The serialized engine of one fp16 ONNX graph: a strongly typed network, one optimisation profile."""
-    from ssmp_infer.backends.tensorrt_backend import trt, trt_logger
-
-    logger = trt_logger()
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
+    logger = rt.trt_logger()
+    builder = rt.trt.Builder(logger)
+    network = builder.create_network(1 << int(rt.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = rt.trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         first = parser.get_error(0).desc() if parser.num_errors else "no error given"
-        raise InputError(f"TensorRT {trt.__version__} cannot read the {graph} graph: {first}")
+        raise InputError(f"TensorRT {rt.trt.__version__} cannot read the {graph} graph: {first}")
     names = {network.get_input(k).name for k in range(network.num_inputs)}
     if names != set(shapes):  # a graph whose inputs this file does not know: a bug here, not user input
         raise RuntimeError(f"the {graph} graph has inputs {sorted(names)}, profiles were made for {sorted(shapes)}")
     config = builder.create_builder_config()
     # TensorRT's default workspace is the whole GPU's memory: a build beside a running server could take it all
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes())
+    config.set_memory_pool_limit(rt.trt.MemoryPoolType.WORKSPACE, workspace_bytes())
     profile = builder.create_optimization_profile()
     for name, (low, opt, high) in shapes.items():
         profile.set_shape(name, low, opt, high)
@@ -395,7 +390,7 @@ def _build_engine(graph: str, onnx_path: Path, shapes: dict):
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise InputError(
-            f"TensorRT {trt.__version__} could not build the {graph} engine (its log above says why); "
+            f"TensorRT {rt.trt.__version__} could not build the {graph} engine (its log above says why); "
             "a smaller profile needs less GPU memory"
         )
     return serialized
@@ -428,13 +423,11 @@ def read_engine_metadata(directory: str | Path) -> dict:
 def cached_engine_dir(model, device=None, profiles: Profiles | None = None, precision: str = "fp16") -> Path:
     """The engines of `model` for this GPU and TensorRT in the cache, built there now if not yet:
     tensorrt/<engine_cache_key> (`onnx_export.cache_entry`: concurrent first uses never mix builds)."""
-    from ssmp_infer.backends.tensorrt_backend import cuda_device, gpu_name, require_tensorrt, trt
-
-    require_tensorrt()
+    rt.require_tensorrt()
     check_precision(precision)
     profiles = profiles if profiles is not None else Profiles()
-    device = cuda_device(device)
-    key = engine_cache_key(weights_sha256(model), gpu_name(device), trt.__version__, precision, profiles,
+    device = rt.cuda_device(device)
+    key = engine_cache_key(weights_sha256(model), rt.gpu_name(device), rt.trt.__version__, precision, profiles,
                            model.cfg.to_dict())
     return cache_entry(engine_cache_dir(key), read_engine_metadata,
                        lambda tmp: build_engines(model, tmp, profiles=profiles, precision=precision, force=True,

@@ -4,14 +4,14 @@ Given the round's scores (kernels/score_slots.py: per open slot j its best still
 p_j = p_{j,i*_j}, and its next few candidates), every movie of the batch independently:
 
 mode "paper":  q_j ← min(q_j + p_j, 1) for open slots; slot j wants to lock when u_j < q_j, with u_j
-               the decoder's counter-based hash of (seed, round, j) (`decode.lock_draws`, computed here
+               the decoder's counter-based hash of (seed, round, j) (`locking.lock_draws`, computed here
                in the kernel); of several slots wanting one shot the more probable claim wins, ties to
                the lower slot. Losers and slots that did not draw stay masked.
 mode "topk":   lock `need[b]` slots, most confident first, one at a time: the most probable claim
                among open slots locks (ties: the lower slot), its shot leaves every other slot's list,
                and a slot whose best shot went takes its next live candidate (prob e^{x - lse}: the
                row's log-sum-exp is over all real shots, used or not, so it does not change). This is
-               `decode.lock_most_confident`, which locks the same slots in a few batched passes.
+               `locking.lock_most_confident`, which locks the same slots in a few batched passes.
 
 Each newly locked slot gets its shot, its probability as confidence, `locked`, its shot marked `used`,
 and its row of the next round's slot inputs (the shot's feature; a masked slot's row is not touched:
@@ -59,7 +59,7 @@ def select_remask_ref(score, shots, confidence, locked, used, q, movie_unit, *, 
     locked shots' features (`data.slot_inputs`), as the decoder builds the next round's inputs.
     """
     from ..data import slot_inputs
-    from ..decode import DecodeState, lock_draws, lock_most_confident, resolve_conflicts
+    from ..locking import DecodeState, lock_draws, lock_most_confident, resolve_conflicts
 
     state = DecodeState(shots, confidence, locked, used)
     num_shots = used.shape[1]
@@ -140,7 +140,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _hash32(x):
-        """decode._hash32 on uint32: the products wrap mod 2^32, which is the reference's `& 0xFFFFFFFF`."""
+        """locking._hash32 on uint32: the products wrap mod 2^32, which is the reference's `& 0xFFFFFFFF`."""
         x = ((x >> 16) ^ x) * 0x45D9F3B
         x = ((x >> 16) ^ x) * 0x45D9F3B
         return (x >> 16) ^ x

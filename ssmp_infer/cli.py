@@ -25,6 +25,7 @@ from .config import (
 )
 from . import cli_compare, cli_serve, cli_video
 from .cli_backend import add_model_arg, engine_options
+from .names import METHODS
 from .cli_decode import add_decode_args, decode_config, seed_arg
 from .controls import EditorControls, check_candidates, parse_bans, parse_pins
 from .errors import InputError, caused_by_interrupt
@@ -486,8 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data root in the CMTD layout")
     p.add_argument("--split", choices=("train", "test"), default="test")
     add_model_arg(p)
-    # ssmp_infer.baselines.METHODS, spelled out: importing it would load torch for `--help`.
-    p.add_argument("--method", choices=("ssmp", "random", "select-rank", "autoregressive"), default="ssmp",
+    p.add_argument("--method", choices=METHODS, default="ssmp",
                    help="ssmp (the model's decoding, --mode), a baseline checkpoint's method, or random (no model)")
     p.add_argument("--tolerance", type=int, default=0, help="a shot within R positions of a true shot counts")
     p.add_argument("--batch-size", type=int, default=8, help="movies per padded batch")

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-# ssmp_infer.backends.BACKENDS, spelled out: importing it would load torch.
-BACKEND_CHOICES = ("torch", "onnxruntime", "tensorrt")
+from .names import BACKENDS
 
 
 def add_model_arg(p: argparse.ArgumentParser, default: str = "bundled:default") -> None:
@@ -20,7 +19,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="encoder arithmetic: fp32, bf16 (autocast; torch only) or int8 (CPU, dynamic quantisation; "
                         "torch or onnxruntime)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="torch; onnxruntime: the model's ONNX graphs (fp32 or int8; onnx extra); tensorrt: fp16 "
                         "engines (CUDA; tensorrt extra)")
     p.add_argument("--onnx", default=None,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+from .config import PRESETS
+from .names import COMPARE_ROWS
+
 
 def add_parser(sub) -> None:
-    # compare.ROWS' names and config.PRESETS, spelled out: importing them would load torch for `--help`.
     p = sub.add_parser("compare", help="train every method (baselines, SSMP's mask schedules and decoding modes) "
                                        "with the same budget and compare them on the test split")
     p.add_argument("--data", required=True, help="data root in the CMTD layout (trains on train/, scores test/)")
@@ -16,9 +18,8 @@ def add_parser(sub) -> None:
                    help="directory for checkpoints, per-seed results, table.md, results.json and plot.png; "
                         "run again to resume (finished methods and seeds are kept)")
     p.add_argument("--methods", default=None,
-                   help="a subset, comma-separated, of random, select-rank, autoregressive, ssmp, ssmp-topk, "
-                        "ssmp-greedy, ssmp-uniform, ssmp-linear-asc, ssmp-linear-desc (default: all)")
-    p.add_argument("--preset", choices=("demo", "paper"), default="demo", help="model size of every trained method")
+                   help=f"a subset, comma-separated, of {', '.join(COMPARE_ROWS)} (default: all)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="demo", help="model size of every trained method")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]: training and generation run there")
     p.set_defaults(func=cmd_compare)
 

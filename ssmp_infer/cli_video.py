@@ -13,7 +13,7 @@ import sys
 from .errors import InputError
 
 # Spelled out rather than imported from ssmp_infer.video, so that `--help` imports none of it.
-DETECTORS = ("auto", "transnetv2", "content")
+from .names import DETECTORS
 DEFAULT_DETECTOR = "auto"
 DEFAULT_EMBEDDER = "efficientnet-lite0"
 

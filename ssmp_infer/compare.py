@@ -36,6 +36,7 @@ import numpy as np
 
 from .atomic import write_atomic, write_text_atomic
 from .errors import InputError
+from .names import COMPARE_ROWS
 
 TOLERANCES = (0, 2)
 EVAL_BATCH = 8  # movies per padded batch: eval's default, so batches match it too
@@ -74,6 +75,7 @@ ROWS = (
     Row("ssmp-linear-desc", "ssmp-linear-desc", "ssmp", "paper", "SSMP, mask ceiling falling linearly"),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
+assert ROW_NAMES == COMPARE_ROWS, "names.COMPARE_ROWS lists these rows for the command line: keep them one"
 
 
 def select_rows(names: str | None) -> list[Row]:

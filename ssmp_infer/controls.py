@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .config import SEED_LIMIT
 from .errors import InputError
 
 # A ban list bigger than any movie is a typo (`0-1000000000`), not a wish: refuse before expanding it.
@@ -108,7 +109,7 @@ def parse_bans(specs: list[str] | None) -> frozenset[int]:
 def check_candidates(count: int, mode: str, seed: int) -> int:
     if not 1 <= count <= MAX_CANDIDATES:
         raise InputError(f"--candidates must be from 1 to {MAX_CANDIDATES}, got {count}")
-    if seed + count > 2**63:
+    if seed + count > SEED_LIMIT:
         raise InputError(f"seeds {seed}..{seed + count - 1} of the candidates pass 2^63 - 1; give a smaller --seed")
     if count > 1 and mode != "paper":
         raise InputError(

@@ -71,7 +71,7 @@ from .atomic import deferred_interrupts, write_text_atomic
 from .config import DEFAULT_TRAILER_FRACTION, SEED_LIMIT
 from .data import MOVIE_DIR, SPLITS, TRAILER_DIR, shot_targets, unit_rows
 from .errors import InputError
-from .inputs import dumps_json, memory_available
+from .inputs import FLOAT_DTYPES, dumps_json, memory_available
 from .metrics import score_trailer, summarise
 
 FEATURE_DIM = 1024
@@ -91,7 +91,6 @@ CEILING_FILE = "ceiling.json"
 MIN_SHOTS, MAX_SHOTS = 8, 100_000
 MAX_MOVIES = 100_000
 DEFAULT_SHOTS = (1400, 2400)  # uniform: mean 1900, CMTD's movies average 1909 shots
-DTYPES = (np.float16, np.float32, np.float64)
 
 WORTH_RULES = ("mixed", "direction")
 ORDER_RULES = ("arc", "movie")
@@ -370,7 +369,7 @@ def check_options(movies, seed, test_fraction, min_shots, max_shots, dtype, worl
             f"need {MIN_SHOTS} <= --min-shots <= --max-shots <= {MAX_SHOTS} shots per movie "
             f"(--shots LO-HI sets both), got {min_shots} and {max_shots}"
         )
-    if np.dtype(dtype).type not in DTYPES:
+    if np.dtype(dtype).type not in FLOAT_DTYPES:
         raise InputError(f"dtype must be float16, float32 or float64, got {np.dtype(dtype)}")
     num_test = min(movies - 1, max(1, round(movies * test_fraction)))  # every split gets a movie
     return {"train": movies - num_test, "test": num_test}

@@ -19,7 +19,8 @@ from ssmp_infer.export import OPSET, export_onnx, read_metadata, weights_sha256 
 
 from ssmp_infer.backends import TorchBackend  # noqa: E402
 from ssmp_infer.backends.onnx_backend import OnnxRuntimeBackend  # noqa: E402
-from ssmp_infer.backends.tensorrt_backend import HAS_TENSORRT, TensorRTBackend  # noqa: E402
+from ssmp_infer.backends.tensorrt_backend import TensorRTBackend  # noqa: E402
+from ssmp_infer.export.tensorrt_runtime import HAS_TENSORRT  # noqa: E402
 from ssmp_infer.checkpoint import save_checkpoint  # noqa: E402
 from ssmp_infer.cli import main  # noqa: E402
 from ssmp_infer.config import DecodeConfig, ModelConfig  # noqa: E402

@@ -220,7 +220,7 @@ def test_default_world_remakes_the_example_movie(capsys, tmp_path):
     root = tmp_path / "ex"
     args = ("--out", root, "--movies", 2, "--seed", 7, "--world-seed", 0, "--shots", "500-700", "--test-fraction", 0.5)
     assert run_cli(capsys, *args)[0] == 0
-    for sub, name in ((MOVIE_DIR, "movie.npy"), (TRAILER_DIR, "trailer.npy")):
+    for sub, name in ((MOVIE_DIR, "movie.npy"), (TRAILER_DIR, "ground_truth/trailer.npy")):
         assert (root / "test" / sub / "movie_0001.npy").read_bytes() == (EXAMPLES / name).read_bytes(), name
     ceiling = json.loads((root / CEILING_FILE).read_text())
     assert (ceiling["worth"], ceiling["order"], ceiling["f1"]) == ("mixed", "arc", 0.56)

@@ -25,8 +25,9 @@ pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip i
 
 import ssmp_infer.export.tensorrt_export as trt_export  # noqa: E402
 from ssmp_infer.backends import TorchBackend  # noqa: E402
-from ssmp_infer.backends import tensorrt_backend  # noqa: E402
-from ssmp_infer.backends.tensorrt_backend import HAS_TENSORRT, TensorRTBackend, require_tensorrt  # noqa: E402
+from ssmp_infer.backends.tensorrt_backend import TensorRTBackend  # noqa: E402
+from ssmp_infer.export import tensorrt_runtime  # noqa: E402
+from ssmp_infer.export.tensorrt_runtime import HAS_TENSORRT, require_tensorrt  # noqa: E402
 from ssmp_infer.checkpoint import load_checkpoint  # noqa: E402
 from ssmp_infer.config import DecodeConfig, ModelConfig  # noqa: E402
 from ssmp_infer.engine import Engine  # noqa: E402
@@ -291,13 +292,13 @@ def test_without_tensorrt_every_entry_point_is_one_sentence_naming_the_extra(tmp
                  lambda: TensorRTBackend.for_model(tiny_model("prefix", False), "cuda")):
         with pytest.raises(InputError) as e:
             call()
-        assert str(e.value) == tensorrt_backend.MISSING and len(str(e.value).splitlines()) == 1
+        assert str(e.value) == tensorrt_runtime.MISSING and len(str(e.value).splitlines()) == 1
         assert "pip install 'ssmp-infer[tensorrt]'" in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_with_tensorrt_but_no_gpu_the_sentence_says_so(monkeypatch):
-    monkeypatch.setattr(tensorrt_backend, "HAS_TENSORRT", True)
+    monkeypatch.setattr(tensorrt_runtime, "HAS_TENSORRT", True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError, match="no CUDA device") as e:
         require_tensorrt()
@@ -305,9 +306,9 @@ def test_with_tensorrt_but_no_gpu_the_sentence_says_so(monkeypatch):
 
 
 def test_engines_run_on_cuda_devices_only():
-    assert tensorrt_backend.cuda_device("cuda:1") == torch.device("cuda", 1)
+    assert tensorrt_runtime.cuda_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(InputError, match="CUDA device, not cpu"):
-        tensorrt_backend.cuda_device("cpu")
+        tensorrt_runtime.cuda_device("cpu")
 
 
 # ------------------------------------------------------- the build and the backend, on a stand-in
@@ -483,10 +484,10 @@ class FakeStream(SimpleNamespace):
 def fake_gpu(monkeypatch, tmp_path, fp32_exports):
     """TensorRT importable and a "GPU" that is the CPU: the stand-in above, torch's CUDA calls that the
     code makes answered for a device that is the CPU, a fresh cache, and exports reused."""
-    monkeypatch.setattr(tensorrt_backend, "trt", FakeTensorRT)
-    monkeypatch.setattr(tensorrt_backend, "HAS_TENSORRT", True)
-    monkeypatch.setattr(tensorrt_backend, "cuda_device", lambda device=None: torch.device("cpu"))
-    monkeypatch.setattr(tensorrt_backend, "_LOGGER", None)
+    monkeypatch.setattr(tensorrt_runtime, "trt", FakeTensorRT)
+    monkeypatch.setattr(tensorrt_runtime, "HAS_TENSORRT", True)
+    monkeypatch.setattr(tensorrt_runtime, "cuda_device", lambda device=None: torch.device("cpu"))
+    monkeypatch.setattr(tensorrt_runtime, "_LOGGER", None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU 80GB")
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: FakeStream(0))

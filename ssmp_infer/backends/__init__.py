@@ -8,8 +8,9 @@ slot features once per round. ONNX Runtime and TensorRT backends implement the s
 from .base import Backend, MovieState
 from .torch_backend import TorchBackend
 
+from ..names import BACKENDS  # noqa: F401  (re-exported)
+
 # onnxruntime: OnnxRuntimeBackend (onnx_backend.py), tensorrt: TensorRTBackend (tensorrt_backend.py),
 # each imported only when asked for
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 __all__ = ["Backend", "MovieState", "TorchBackend", "BACKENDS"]

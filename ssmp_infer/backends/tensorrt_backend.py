@@ -21,56 +21,12 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..export import tensorrt_runtime as rt
 from .base import MovieState, StackedMovieCache, default_refresh_every, new_movie_state
 
-MISSING = "TensorRT is not installed: pip install 'ssmp-infer[tensorrt]' on a machine with an NVIDIA GPU"
-NO_GPU = "TensorRT runs on an NVIDIA GPU, and this PyTorch sees no CUDA device"
-
-try:
-    import tensorrt as trt
-
-    HAS_TENSORRT, _UNAVAILABLE = True, None
-except ImportError:
-    trt, HAS_TENSORRT, _UNAVAILABLE = None, False, MISSING
-except OSError as e:  # the wheel is there but its CUDA libraries do not load
-    trt, HAS_TENSORRT = None, False
-    _UNAVAILABLE = f"TensorRT is installed but does not load ({e}); reinstall it: pip install 'ssmp-infer[tensorrt]'"
-
-
-def require_tensorrt() -> None:
-    """One sentence when TensorRT cannot run here: the missing extra, or no CUDA device."""
-    if not HAS_TENSORRT:
-        raise InputError(_UNAVAILABLE)
-    if not torch.cuda.is_available():
-        raise InputError(NO_GPU)
-
-
-def cuda_device(device=None) -> torch.device:
-    """`device` (None: the current CUDA device) as a torch.device with its index."""
-    device = torch.device("cuda") if device is None else torch.device(device)
-    if device.type != "cuda":
-        raise InputError(f"the tensorrt backend runs on a CUDA device, not {device}")
-    return torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
-
-
-def gpu_name(device) -> str:
-    return torch.cuda.get_device_name(cuda_device(device))
-
-
-_LOGGER = None
-
-
-def trt_logger():
-    """One logger for every TensorRT object (TensorRT expects a single one): warnings and errors only."""
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
-
-
 def _torch_dtype(dtype) -> torch.dtype:
-    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.BOOL: torch.bool,
-             trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64}
+    table = {rt.trt.DataType.FLOAT: torch.float32, rt.trt.DataType.HALF: torch.float16, rt.trt.DataType.BOOL: torch.bool,
+             rt.trt.DataType.INT32: torch.int32, rt.trt.DataType.INT64: torch.int64}
     if dtype not in table:
         raise InputError(f"these engines have a {dtype} input or output, which this backend does not bind; build them again")
     return table[dtype]
@@ -106,11 +62,11 @@ class _EngineRunner:
         self.graph = path.name.split(".")[0]
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise InputError(f"TensorRT {trt.__version__} cannot load {path} (its log above says why); build the engines again")
+            raise InputError(f"TensorRT {rt.trt.__version__} cannot load {path} (its log above says why); build the engines again")
         self.context = self.engine.create_execution_context()
         self.device = device
         names = [self.engine.get_tensor_name(k) for k in range(self.engine.num_io_tensors)]
-        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        is_input = {n: self.engine.get_tensor_mode(n) == rt.trt.TensorIOMode.INPUT for n in names}
         self.inputs = [n for n in names if is_input[n]]
         self.outputs = [n for n in names if not is_input[n]]
         self.dtypes = {n: _torch_dtype(self.engine.get_tensor_dtype(n)) for n in names}
@@ -161,26 +117,26 @@ class TensorRTBackend:
 
     def __init__(self, engine_dir: str | Path | None = None, device: torch.device | str = "cuda",
                  weights_sha256: str | None = None):
-        require_tensorrt()
+        rt.require_tensorrt()
         if engine_dir is None:
             raise InputError("the tensorrt backend needs a directory of engines (or use TensorRTBackend.for_model)")
         from ..export.tensorrt_export import read_engine_metadata
 
-        self.device = cuda_device(device)
+        self.device = rt.cuda_device(device)
         self.engine_dir = Path(engine_dir)
         meta = read_engine_metadata(engine_dir)
         _check_built_here(meta, self.engine_dir, self.device, weights_sha256)
         self.config = meta["config"]
         self.profiles = meta["profiles"]
         with torch.cuda.device(self.device):  # engines and contexts live on the device current at load
-            self._runtime = trt.Runtime(trt_logger())  # kept: it must outlive the engines it made
+            self._runtime = rt.trt.Runtime(rt.trt_logger())  # kept: it must outlive the engines it made
             self.runners = {graph: _EngineRunner(self._runtime, path, self.device) for graph, path in meta["paths"].items()}
 
     @classmethod
     def for_model(cls, model, device, engine_dir: str | Path | None = None, profiles=None) -> "TensorRTBackend":
         """The backend for a loaded model: its engines from `engine_dir` (checked to be this model's, this
         GPU's and this TensorRT's), or from the engine cache, built there on first use (minutes)."""
-        require_tensorrt()
+        rt.require_tensorrt()
         from ..export.tensorrt_export import cached_engine_dir
         from ..export.onnx_export import weights_sha256
 
@@ -253,7 +209,7 @@ class TensorRTBackend:
 
 def _check_built_here(meta: dict, directory: Path, device: torch.device, weights_sha256: str | None) -> None:
     """Engines run only with the weights, GPU model and TensorRT version they were built for."""
-    here = {"gpu": gpu_name(device), "tensorrt": trt.__version__}
+    here = {"gpu": rt.gpu_name(device), "tensorrt": rt.trt.__version__}
     if weights_sha256 is not None and meta["weights_sha256"] != weights_sha256:
         raise InputError(
             f"the TensorRT engines in {directory} were built from other weights (sha256 {meta['weights_sha256'][:12]}…, "

@@ -22,12 +22,14 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import InputError
+from ..names import BASELINES
 from .autoregressive import Autoregressive
 from .common import BaselineConfig, fit
 from .select_rank import SelectRank
 
 MODELS = {SelectRank.METHOD: SelectRank, Autoregressive.METHOD: Autoregressive}
 METHODS = tuple(MODELS)
+assert METHODS == BASELINES, "names.BASELINES lists the trained baselines for the command line: keep them one"
 
 
 def _model_class(method: str):

@@ -25,7 +25,7 @@ from .frames import VideoInfo, fingerprint, iter_frames, probe
 from .progress import bar
 
 SHOTS_FORMAT = "ssmp-infer-shots/1"
-DETECTORS = ("auto", "transnetv2", "content")
+from ..names import DETECTORS
 # auto: TransNetV2 on a CUDA device, the content detector on a CPU. Why: on this project's 2-core CPU
 # TransNetV2 decodes and scores ~12 frames/s (a 2-hour movie: about 4 hours), the content detector
 # ~500 (README, "Shot detectors"); TransNetV2 is the more accurate (dissolves, low-contrast cuts).
