@@ -99,9 +99,12 @@ def load_split(root: str | Path, split: str, feature_dim: int | None = None) -> 
 
 
 def pad_batch(arrays: list, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (n_k, D) arrays or tensors into zero-padded (B, N, D) float32 and a (B, N) validity mask."""
+    """Stack (n_k, D) arrays or tensors into zero-padded (B, N, D) float32 and a (B, N) validity mask.
+    One float32 movie is not copied: nothing to pad, so the batch is a view of it."""
     rows = [torch.as_tensor(a) for a in arrays]
     device = rows[0].device if device is None else device
+    if len(rows) == 1 and rows[0].dtype == torch.float32 and rows[0].device == torch.device(device):
+        return rows[0][None], torch.ones(1, rows[0].shape[0], dtype=torch.bool, device=device)
     n = max(r.shape[0] for r in rows)
     out = torch.zeros(len(rows), n, rows[0].shape[1], device=device)
     valid = torch.zeros(len(rows), n, dtype=torch.bool, device=device)

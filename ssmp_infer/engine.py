@@ -21,7 +21,8 @@ from .backends.torch_backend import PRECISIONS
 from .checkpoint import bundled_name, load_checkpoint
 from .config import DecodeConfig, ModelConfig
 from .controls import EditorControls, check_candidates
-from .data import check_trailer_length, default_trailer_length, pad_batch, validate_features
+from .data import check_trailer_length, default_trailer_length, pad_batch
+from .inputs import checked
 from .decode import generate
 from .errors import InputError
 from .scheduler import MAX_TOKENS, plan_buckets
@@ -152,7 +153,7 @@ class Engine:
         One batch, one movie pass: each candidate equals the single run with its seed."""
         decode = decode or DecodeConfig()
         check_candidates(count, decode.mode, decode.seed)
-        movie = validate_features(features, "movie", self.feature_dim)
+        movie = checked(features, "movie", self.feature_dim)
         n = default_trailer_length(movie.shape[0]) if length is None else check_trailer_length(int(length), movie.shape[0])
         trailers = self._generate_bucket([movie], [n], decode, [controls], copies=count)
         return sorted(trailers, key=lambda t: -t.mean_confidence)  # stable: equal means keep seed order
@@ -174,7 +175,7 @@ class Engine:
         controls = controls if controls is not None else [None] * len(movies)
         if len(controls) != len(movies):
             raise InputError(f"got {len(controls)} sets of editor controls for {len(movies)} movies")
-        movies = [validate_features(m, f"movie {k}", self.feature_dim) for k, m in enumerate(movies)]
+        movies = [checked(m, f"movie {k}", self.feature_dim) for k, m in enumerate(movies)]
         lengths = [
             default_trailer_length(m.shape[0]) if n is None else check_trailer_length(int(n), m.shape[0])
             for m, n in zip(movies, lengths)

@@ -332,7 +332,21 @@ def load_features(path: str | Path, feature_dim: int | None = None) -> np.ndarra
     return validate_features(array, str(path), feature_dim)
 
 
-def validate_features(array: np.ndarray, source: str, feature_dim: int | None = None) -> np.ndarray:
+class CheckedFeatures(np.ndarray):
+    """Shot features `validate_features` returned: float32, finite, no zero row, each row scaled by a power
+    of two. The engine takes them as they are; any other array it checks itself. So a movie read by the
+    CLI is checked (and copied) once on its way to the encoder."""
+
+
+def checked(array: np.ndarray, source: str, feature_dim: int) -> np.ndarray:
+    """`array` as a plain float32 ndarray (a view, no copy) if `validate_features` made it for this feature
+    size, else `validate_features(array, ...)`: the boundary's one check."""
+    if isinstance(array, CheckedFeatures) and array.ndim == 2 and array.shape[1] == feature_dim:
+        return array.view(np.ndarray)
+    return validate_features(array, source, feature_dim).view(np.ndarray)
+
+
+def validate_features(array: np.ndarray, source: str, feature_dim: int | None = None) -> CheckedFeatures:
     """Check a (I, D) shot-feature array; return it as float32, each row scaled by a power of two.
 
     Only directions matter (cosine is scale-free, and the model reads unit rows), but a float32 norm
@@ -343,19 +357,22 @@ def validate_features(array: np.ndarray, source: str, feature_dim: int | None = 
     if not isinstance(array, np.ndarray):
         raise InputError(f"{source}: expected a numpy array of shot features, got {type(array).__name__}")
     check_feature_layout(array.shape, array.dtype, source, feature_dim)
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
+    # row by row reductions, no temporary of the movie's size: the one copy is the float32 result below
+    finite = np.isfinite(array.max(axis=1)) & np.isfinite(array.min(axis=1))  # NaN propagates, Inf is an extreme
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
         raise InputError(f"{source} contains NaN or Inf values (first in shot {row})")
-    largest = np.abs(array).max(axis=1).astype(np.float64)  # (I,)
+    largest = np.maximum(array.max(axis=1), -array.min(axis=1)).astype(np.float64)  # (I,) the largest |x| per row
     zero_rows = np.flatnonzero(largest == 0)
     if zero_rows.size:
         raise InputError(f"shot {int(zero_rows[0])} of {source} is all zeros; cosine similarity is undefined for it")
     _, exponent = np.frexp(largest)  # largest = m · 2^exponent, m in [0.5, 1)
     if array.dtype == np.float32:  # the usual input: scaled in place of a float64 round trip (6x faster,
         # the same bits: a power-of-two scale is exact, and ldexpf rounds a subnormal result as the cast does)
-        return np.ldexp(array, (-exponent[:, None]).astype(np.int32))
-    return np.ldexp(array.astype(np.float64), -exponent[:, None]).astype(np.float32)
+        scaled = np.ldexp(array.view(np.ndarray), (-exponent[:, None]).astype(np.int32))
+    else:
+        scaled = np.ldexp(array.astype(np.float64), -exponent[:, None]).astype(np.float32)
+    return scaled.view(CheckedFeatures)
 
 
 def npz_members(path: str | Path) -> tuple[list[str], Callable[[str], np.ndarray]]:

@@ -391,3 +391,47 @@ def test_editor_controls_come_from_the_package():
     from ssmp_infer.controls import EditorControls
 
     assert ssmp_infer.EditorControls is EditorControls and "EditorControls" in ssmp_infer.__all__
+
+
+def test_run_copies_a_movie_at_most_once_on_its_way_to_the_encoder(tmp_path, monkeypatch, capsys):
+    """Checked once, at the boundary: from the file to the encoder's `prepare`, the features are read once
+    and copied at most once (the float32 check and scaling); the engine does not check them again, and one
+    movie is not copied into a padded batch. Measured in-process: numpy's peak (tracemalloc) before
+    `prepare`, and every torch op before it that makes a tensor of the movie's size (a dispatch mode)."""
+    import tracemalloc
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ssmp_infer import cli
+    from ssmp_infer.backends import TorchBackend
+
+    path = tmp_path / "movie.npy"
+    features = np.random.default_rng(0).standard_normal((2000, 1024)).astype(np.float32)
+    np.save(path, features)
+    size = features.nbytes
+    made, seen = [], {}
+
+    class MovieSizedTensors(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.nbytes >= size and not func.is_view:
+                made.append(str(func))
+            return out
+
+    prepare = TorchBackend.prepare
+
+    def measured_prepare(self, movie, *args, **kwargs):
+        seen["peak"], seen["torch"] = tracemalloc.get_traced_memory()[1], list(made)
+        return prepare(self, movie, *args, **kwargs)
+
+    monkeypatch.setattr(TorchBackend, "prepare", measured_prepare)
+    Engine.load(device="cpu")  # the model's own memory is not the movie's: load it once before measuring
+    tracemalloc.start()
+    try:
+        with MovieSizedTensors():
+            assert cli.main(["run", str(path), "--length", "5", "--device", "cpu"]) == 0
+    finally:
+        tracemalloc.stop()
+    assert len(json.loads(capsys.readouterr().out)["shots"]) == 5
+    assert seen["peak"] < 2.1 * size, f"numpy held {seen['peak'] / size:.2f} movies at once before the encoder"
+    assert not seen["torch"], f"torch copied the movie before the encoder: {seen['torch']}"
