@@ -273,11 +273,11 @@ class SSMPEncoder(nn.Module):
             h, (k, v) = block(h, mask)
             keys.append(k[:, :, :I])
             values.append(v[:, :, :I])
-        states = MovieCache(keys, values, movie_valid, self.shot_prior(h[:, :I], movie, movie_valid, window))
+        states = MovieCache(keys, values, movie_valid, self.prior_logits(h[:, :I], movie, movie_valid, window))
         return self.out_proj(self.ln_f(h[:, I:])), states  # (B, J, D)
 
-    def shot_prior(self, movie_h: torch.Tensor, movie_unit: torch.Tensor, movie_valid: torch.Tensor,
-                   window=None) -> torch.Tensor | None:
+    def prior_logits(self, movie_h: torch.Tensor, movie_unit: torch.Tensor, movie_valid: torch.Tensor,
+                     window=None) -> torch.Tensor | None:
         """(B, I) b_i from the movie tokens' last states, plus the context branch's logit when the model
         has one (-inf on padding), or None without a shot prior."""
         if self.shot_head is None:
@@ -322,7 +322,7 @@ class SSMPEncoder(nn.Module):
             h, (k, v) = block(h, mask)
             keys.append(k)
             values.append(v)
-        return MovieCache(keys, values, movie_valid, self.shot_prior(h, movie, movie_valid, window))
+        return MovieCache(keys, values, movie_valid, self.prior_logits(h, movie, movie_valid, window))
 
     def step(self, states: MovieCache, slots, slot_masked, slot_valid) -> torch.Tensor:
         """Predicted slot features (B, J, D) from cached movie states: only the J slot rows are computed.
