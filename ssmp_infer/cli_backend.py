@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from .config import DEFAULT_STATE_CACHE_MB
 from .names import BACKENDS
 
 
@@ -30,9 +31,13 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                         "into a cache keyed by weights, GPU and TensorRT version on first use)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="torch on CUDA: capture each round's encoder step once as a CUDA graph and replay it")
+    p.add_argument("--state-cache-mb", type=float, default=DEFAULT_STATE_CACHE_MB,
+                   help="keep this much of prepared movies' states, so another trailer of a movie seen before "
+                        "runs only its rounds (0: keep none)")
 
 
 def engine_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of `Engine.load` that the command line chose."""
     return {"model_dir": args.model, "device": args.device, "backend": args.backend, "precision": args.precision,
-            "onnx_dir": args.onnx, "engine_dir": args.engines, "cuda_graphs": args.cuda_graphs}
+            "onnx_dir": args.onnx, "engine_dir": args.engines, "cuda_graphs": args.cuda_graphs,
+            "state_cache_mb": args.state_cache_mb}

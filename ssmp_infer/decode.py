@@ -153,6 +153,7 @@ def generate(
     banned: torch.Tensor | None = None,  # (B, I) bool: shots never to be chosen
     copies: int = 1,
     seeds: torch.Tensor | None = None,  # (B * copies,) int64 per output row; default config.seed
+    prepared=None,  # the backend's `prepare` of these movies, made before (a kept state): no encoder pass
 ) -> DecodeResult:
     """Decode a padded batch: `backend.prepare` once, `backend.step` per round, finished movies leave.
 
@@ -170,7 +171,7 @@ def generate(
     check_lengths(lengths, movie_valid, banned)
     sync_every = sync_every or (1 if device.type == "cpu" else 4)
     fused = use_triton(config.kernels, device, int(lengths.max()))  # the round as two Triton launches
-    batch, plan = start(backend, movie, movie_valid, lengths, config, pins, banned, copies, seeds, fused)
+    batch, plan = start(backend, movie, movie_valid, lengths, config, pins, banned, copies, seeds, fused, prepared)
     J = batch.slot_valid.shape[1]
     out = DecodeResult(
         shots=torch.full((len(batch.rows), J), -1, dtype=torch.int64, device=device),
@@ -233,7 +234,7 @@ def check_lengths(lengths: torch.Tensor, movie_valid: torch.Tensor, banned: torc
 
 
 def start(backend: Backend, movie, movie_valid, lengths, config: DecodeConfig, pins, banned, copies: int, seeds,
-          fused: bool) -> tuple[Batch, RoundPlan]:
+          fused: bool, prepared=None) -> tuple[Batch, RoundPlan]:
     """The movies' states (`prepare`, once per movie, shared by its copies) and every row's starting point:
     pinned slots locked on their shots, pinned and banned shots taken, padded slots locked."""
     B, I, _ = movie.shape
@@ -241,7 +242,7 @@ def start(backend: Backend, movie, movie_valid, lengths, config: DecodeConfig, p
     host_lengths = lengths.to(device="cpu", dtype=torch.int64)
     J = int(host_lengths.max())
     host_pins = torch.full((B, J), -1, dtype=torch.int64) if pins is None else pins.to("cpu", torch.int64)[:, :J]
-    movie_state = backend.prepare(movie, movie_valid, config.refresh_every)
+    movie_state = prepared if prepared is not None else backend.prepare(movie, movie_valid, config.refresh_every)
     if copies > 1:  # the rows of the batch from here on: each movie `copies` times in a row, one prepare
         movie_state = movie_state.select(torch.arange(B, device=device).repeat_interleave(copies))
         host_lengths, host_pins = host_lengths.repeat_interleave(copies), host_pins.repeat_interleave(copies, dim=0)

@@ -25,7 +25,9 @@ from .data import check_trailer_length, default_trailer_length, pad_batch
 from .inputs import checked
 from .decode import generate
 from .errors import InputError
+from .export.onnx_export import weights_sha256
 from .scheduler import MAX_TOKENS, plan_buckets
+from .state_cache import DEFAULT_STATE_CACHE_MB, StateCache, handout
 
 
 @dataclass
@@ -72,10 +74,19 @@ def model_source(model_dir) -> str:
 
 
 class Engine:
-    def __init__(self, model_config: ModelConfig, backend: Backend, source: str = "custom"):
+    def __init__(self, model_config: ModelConfig, backend: Backend, source: str = "custom",
+                 state_cache_mb: float = DEFAULT_STATE_CACHE_MB, weights: str | None = None):
+        """`state_cache_mb`: how much of prepared movies' states to keep across calls (0: none), so that
+        another trailer of a movie already seen runs only its rounds (`ssmp_infer.state_cache`).
+        `weights`: a hash of the model's weights (`Engine.load` sets it), part of every kept state's key."""
+        if not 0 <= state_cache_mb < float("inf"):
+            raise InputError(f"--state-cache-mb must be 0 or more, got {state_cache_mb}")
         self.model_config = model_config
         self.backend = backend
         self.source = source
+        identity = (weights or f"the model of backend {id(backend)}", backend.name,
+                    getattr(backend, "precision", "fp32"), str(backend.device))
+        self.states = StateCache(int(state_cache_mb * 2**20), identity)
 
     @classmethod
     def load(
@@ -87,6 +98,7 @@ class Engine:
         onnx_dir: str | Path | None = None,
         engine_dir: str | Path | None = None,
         cuda_graphs: bool = False,
+        state_cache_mb: float = DEFAULT_STATE_CACHE_MB,
     ) -> "Engine":
         """Load a checkpoint directory (default: the bundled model) onto a device behind a backend.
 
@@ -111,18 +123,18 @@ class Engine:
         if cuda_graphs and dev.type != "cuda":
             raise InputError(f"CUDA graphs need a CUDA device, and this engine runs on {dev}")
         model, _ = load_checkpoint(model_dir, dev)
-        source = model_source(model_dir)
+        kept = dict(source=model_source(model_dir), state_cache_mb=state_cache_mb, weights=weights_sha256(model))
         if backend == "onnxruntime":
             from .backends.onnx_backend import OnnxRuntimeBackend
 
-            return cls(model.cfg, OnnxRuntimeBackend.for_model(model, dev, onnx_dir, precision), source)
+            return cls(model.cfg, OnnxRuntimeBackend.for_model(model, dev, onnx_dir, precision), **kept)
         if backend == "tensorrt":
             from .backends.tensorrt_backend import TensorRTBackend
 
             if precision != "fp32":  # fp32 is the default, i.e. not asked for: the engines are fp16
                 raise InputError(f"the tensorrt backend runs fp16 engines; --precision {precision} does not apply")
-            return cls(model.cfg, TensorRTBackend.for_model(model, dev, engine_dir), source)
-        return cls(model.cfg, TorchBackend(model, dev, precision=precision, cuda_graphs=cuda_graphs), source)
+            return cls(model.cfg, TensorRTBackend.for_model(model, dev, engine_dir), **kept)
+        return cls(model.cfg, TorchBackend(model, dev, precision=precision, cuda_graphs=cuda_graphs), **kept)
 
     @property
     def feature_dim(self) -> int:
@@ -207,6 +219,13 @@ class Engine:
             pins, banned = torch.stack([p for p, _ in masks]), torch.stack([b for _, b in masks])
         seeds = [decode.seed + c for _ in movies for c in range(copies)]
         start = time.perf_counter()
+        prepared, key = None, None
+        if len(movies) == 1 and self.states.limit_bytes:  # one movie: its states may be kept, or be kept now
+            key = self.states.key(movies[0], decode.refresh_every)
+            prepared = self.states.get(key)
+            if prepared is None:
+                prepared = self.backend.prepare(movie.to(device), movie_valid.to(device), decode.refresh_every)
+                self.states.put(key, prepared)
         result = generate(
             self.backend,
             movie.to(device),
@@ -218,6 +237,7 @@ class Engine:
             banned=banned if edited else None,
             copies=copies,
             seeds=torch.tensor(seeds, dtype=torch.int64) if copies > 1 else None,
+            prepared=None if prepared is None else handout(prepared),
         )
         shots, confidence, rounds = result.shots.cpu(), result.confidence.cpu(), result.rounds.cpu()
         elapsed_ms = (time.perf_counter() - start) * 1e3

@@ -1,0 +1,50 @@
+"""A second trailer of a movie already seen: the engine with its kept states against the same engine
+without them, on one CMTD-sized synthetic movie, alternating, in one process.
+
+    python benchmarks/state_cache.py [--shots 1909] [--repeats 5] [--mode paper]
+
+Each timed call asks for another variation (seed s, the next length), as an editor does; the warm engine
+has seen the movie once before the timing starts. The last line is JSON: the medians and their ratio,
+and whether every warm trailer equals its cold one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from ssmp_infer import DecodeConfig, Engine
+from ssmp_infer.bench import machine, synthetic_movies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shots", type=int, default=1909)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--mode", default="paper", choices=("paper", "topk"))
+    args = parser.parse_args()
+    (movie,) = synthetic_movies(1, args.shots, 1024, seed=0)
+    warm, cold = Engine.load(device="cpu"), Engine.load(device="cpu", state_cache_mb=0)
+    warm.generate(movie, decode=DecodeConfig(mode=args.mode))  # the movie seen once
+    times = {"warm": [], "cold": []}
+    same = True
+    for k in range(args.repeats):
+        decode, length = DecodeConfig(mode=args.mode, seed=k + 1), 60 + k
+        got = {}
+        for name, engine in (("cold", cold), ("warm", warm)) if k % 2 else (("warm", warm), ("cold", cold)):
+            start = time.perf_counter()
+            got[name] = engine.generate(movie, length, decode)
+            times[name].append((time.perf_counter() - start) * 1e3)
+        same &= got["warm"].shots == got["cold"].shots and got["warm"].confidence == got["cold"].confidence
+    warm_ms, cold_ms = statistics.median(times["warm"]), statistics.median(times["cold"])
+    print(f"{args.shots} shots, {args.mode}: cold {cold_ms:.0f} ms, warm {warm_ms:.0f} ms per trailer "
+          f"({cold_ms / warm_ms:.1f}x); same trailers: {same}")
+    print(json.dumps({"benchmark": "state_cache", "machine": machine(warm.backend.device), "shots": args.shots,
+                      "mode": args.mode, "repeats": args.repeats, "cold_ms": cold_ms, "warm_ms": warm_ms,
+                      "speedup": cold_ms / warm_ms, "same_trailers": same, "hits": warm.states.stats.hits}))
+
+
+if __name__ == "__main__":
+    main()
