@@ -3,7 +3,7 @@ without them, on one CMTD-sized synthetic movie, alternating, in one process.
 
     python benchmarks/state_cache.py [--shots 1909] [--repeats 5] [--mode paper]
 
-Each timed call asks for another variation (seed s, the next length), as an editor does; the warm engine
+Each timed call asks for another variation (seed s, the default length + s - 1), as an editor does; the warm engine
 has seen the movie once before the timing starts. The last line is JSON: the medians and their ratio,
 and whether every warm trailer equals its cold one.
 """
@@ -17,6 +17,7 @@ import time
 
 from ssmp_infer import DecodeConfig, Engine
 from ssmp_infer.bench import machine, synthetic_movies
+from ssmp_infer.data import default_trailer_length
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     times = {"warm": [], "cold": []}
     same = True
     for k in range(args.repeats):
-        decode, length = DecodeConfig(mode=args.mode, seed=k + 1), 60 + k
+        decode, length = DecodeConfig(mode=args.mode, seed=k + 1), default_trailer_length(args.shots) + k
         got = {}
         for name, engine in (("cold", cold), ("warm", warm)) if k % 2 else (("warm", warm), ("cold", cold)):
             start = time.perf_counter()
