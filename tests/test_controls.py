@@ -157,8 +157,10 @@ def test_cli_candidates_json_and_csv(movie_file, tmp_path):
 
 
 def test_decoder_pins_with_copies_share_one_prepare(engine, movie):
-    """`copies` runs `prepare` once for all candidates (the point of batching them)."""
+    """`copies` runs `prepare` once for all candidates (the point of batching them). An engine that keeps
+    no states: the shared one may have kept this movie's, and then runs no `prepare` at all."""
     backend = engine.backend
+    engine = Engine(engine.model_config, backend, state_cache_mb=0)
     calls = []
     original = backend.prepare
 
