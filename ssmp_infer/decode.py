@@ -93,6 +93,7 @@ class RoundPlan:
         return cls(cap, schedule, counts, locks, (locks * torch.arange(1, cap + 1)[:, None]).amax(dim=0))
 
     def skips(self, r: int) -> bool:
+        """Whether round r locks no slot of any row (host tensors: no device sync)."""
         return self.schedule is not None and not bool(self.locks_in_round[r - 1].any())
 
 

@@ -19,7 +19,7 @@ import torch
 from .backends import BACKENDS, Backend, TorchBackend
 from .backends.torch_backend import PRECISIONS
 from .checkpoint import bundled_name, load_checkpoint
-from .config import DecodeConfig, ModelConfig
+from .config import DEFAULT_STATE_CACHE_MB, DecodeConfig, ModelConfig
 from .controls import EditorControls, check_candidates
 from .data import check_trailer_length, default_trailer_length, pad_batch
 from .inputs import checked
@@ -27,7 +27,7 @@ from .decode import generate
 from .errors import InputError
 from .export.onnx_export import weights_sha256
 from .scheduler import MAX_TOKENS, plan_buckets
-from .state_cache import DEFAULT_STATE_CACHE_MB, StateCache, handout
+from .state_cache import StateCache, handout
 
 
 @dataclass

@@ -22,7 +22,6 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .config import DEFAULT_STATE_CACHE_MB  # noqa: F401  (re-exported: the engine's default)
 
 
 @dataclasses.dataclass
