@@ -219,7 +219,7 @@ class Engine:
             pins, banned = torch.stack([p for p, _ in masks]), torch.stack([b for _, b in masks])
         seeds = [decode.seed + c for _ in movies for c in range(copies)]
         start = time.perf_counter()
-        prepared, key = None, None
+        prepared = None
         if len(movies) == 1 and self.states.limit_bytes:  # one movie: its states may be kept, or be kept now
             key = self.states.key(movies[0], decode.refresh_every)
             prepared = self.states.get(key)

@@ -255,16 +255,18 @@ class SSMPEncoder(nn.Module):
         """Predicted slot features v̂, (B, J, D)."""
         return self.forward_with_states(movie, movie_valid, slots, slot_masked, slot_valid)[0]
 
-    def forward_with_states(self, movie, movie_valid, slots, slot_masked, slot_valid, window=None) -> tuple[torch.Tensor, MovieCache]:
+    def forward_with_states(self, movie, movie_valid, slots, slot_masked, slot_valid, window=None, *,
+                            movie_is_unit: bool = False) -> tuple[torch.Tensor, MovieCache]:
         """`forward`, and the movie tokens' per-layer keys and values of this pass.
 
         Under prefix attention those states are exact for any slots; under full attention they saw
         these slots, and a decoder that reuses them for later rounds accepts an approximation.
         `window`: the movie rows are crops of longer movies (training; see `position_features`).
+        `movie_is_unit`: the caller (a backend's state) already holds the L2-normalised movie.
         """
         I = movie.shape[1]
         # Cosine is scale-free, so the encoder reads unit vectors: features of any norm look alike.
-        movie = F.normalize(movie.float(), dim=-1)
+        movie = movie.float() if movie_is_unit else F.normalize(movie.float(), dim=-1)
         h = torch.cat([self.embed(movie, movie_valid, 0, window), self.slot_tokens(slots, slot_masked, slot_valid)], dim=1)
         h = self.drop(h)
         mask = attention_mask(movie_valid, slot_valid, self.cfg.movie_attention)
@@ -309,12 +311,14 @@ class SSMPEncoder(nn.Module):
         slots = torch.where(slot_masked[..., None], self.mask_token.to(slots.dtype), slots)
         return self.embed(slots, slot_valid, 1)
 
-    def prepare(self, movie: torch.Tensor, movie_valid: torch.Tensor, window=None) -> MovieCache:
+    def prepare(self, movie: torch.Tensor, movie_valid: torch.Tensor, window=None, *,
+                movie_is_unit: bool = False) -> MovieCache:
         """One pass over the movie alone (prefix attention only): its per-layer keys and values.
-        (`window`: the rows are crops of longer movies, in training; see `position_features`.)"""
+        (`window`: the rows are crops of longer movies, in training; see `position_features`.
+        `movie_is_unit`: as in `forward_with_states`.)"""
         if self.cfg.movie_attention != "prefix":
             raise ValueError("movie states are exact only under prefix attention; this model reads full attention")
-        movie = F.normalize(movie.float(), dim=-1)
+        movie = movie.float() if movie_is_unit else F.normalize(movie.float(), dim=-1)
         h = self.drop(self.embed(movie, movie_valid, 0, window))  # (B, I, d)
         mask = movie_valid[:, None, None, :]
         keys, values = [], []

@@ -435,3 +435,37 @@ def test_run_copies_a_movie_at_most_once_on_its_way_to_the_encoder(tmp_path, mon
     assert len(json.loads(capsys.readouterr().out)["shots"]) == 5
     assert seen["peak"] < 2.1 * size, f"numpy held {seen['peak'] / size:.2f} movies at once before the encoder"
     assert not seen["torch"], f"torch copied the movie before the encoder: {seen['torch']}"
+
+
+@pytest.mark.parametrize("refresh_every", [None, 1])
+def test_the_torch_backend_normalises_a_movie_once(monkeypatch, refresh_every):
+    """The backend's state holds the unit movie; neither the movie pass (`prepare`, or a full pass every
+    round with refresh_every 1) nor the position keys normalise it again. Counted: calls of
+    F.normalize on a tensor of the movie's shape, through `prepare` and two rounds."""
+    import torch.nn.functional as F
+
+    from ssmp_infer.backends import TorchBackend
+
+    torch.manual_seed(0)
+    model = SSMPEncoder(ModelConfig(feature_dim=32, d_model=32, n_layers=1, n_heads=2, d_ff=64,
+                                    shot_prior=True, context_prior=True, position_keys=True)).eval()
+    for p in model.key_position.parameters():  # W_k starts at zero, where the keys are the unit movie
+        torch.nn.init.normal_(p)
+    backend = TorchBackend(model, torch.device("cpu"))
+    movie, valid = torch.randn(1, 40, 32), torch.ones(1, 40, dtype=torch.bool)
+    normalise, movie_sized = F.normalize, []
+    unit = normalise(movie, dim=-1)
+
+    def counted(x, *args, **kwargs):
+        out = normalise(x, *args, **kwargs)
+        if out.shape == unit.shape and torch.allclose(out, unit, atol=1e-6):
+            movie_sized.append(tuple(x.shape))
+        return out
+
+    monkeypatch.setattr(F, "normalize", counted)
+    state = backend.prepare(movie, valid, refresh_every)
+    slots = torch.randn(1, 5, 32)
+    masked, slot_valid = torch.ones(1, 5, dtype=torch.bool), torch.ones(1, 5, dtype=torch.bool)
+    for _ in range(2):
+        backend.step(state, slots, masked, slot_valid)
+    assert len(movie_sized) == 1, f"the movie was normalised {len(movie_sized)} times"

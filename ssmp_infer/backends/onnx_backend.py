@@ -157,6 +157,8 @@ class OnnxRuntimeBackend:
         state = new_movie_state(movie, movie_valid, k, self.output_basis, keys_of)
         if self.config.movie_attention == "prefix":
             state.refresh_every = 0  # exact: the states never need recomputing
+            # the graph normalises its input again (an exported file takes features of any norm); on
+            # the unit movie that is one cheap in-graph op, and the host keeps a single normalised copy
             self._keep_movie(state, self._run("prepare", movie=state.movie_unit, movie_valid=movie_valid))
         return state
 

@@ -57,7 +57,7 @@ class TorchBackend:
         if self.model.cfg.movie_attention == "prefix" and k != 1:
             state.refresh_every = 0  # the cache is exact: a refresh would recompute the same states
             with self._autocast():
-                state.cache = self.model.prepare(state.movie_unit, movie_valid)
+                state.cache = self.model.prepare(state.movie_unit, movie_valid, movie_is_unit=True)
             state.shot_prior = state.cache.shot_prior
         return state
 
@@ -65,7 +65,8 @@ class TorchBackend:
     def step(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor:
         with self._autocast():
             if state.due_for_refresh():
-                pred, cache = self.model.forward_with_states(state.movie_unit, state.movie_valid, slots, slot_masked, slot_valid)
+                pred, cache = self.model.forward_with_states(
+                    state.movie_unit, state.movie_valid, slots, slot_masked, slot_valid, movie_is_unit=True)
                 state.cache = cache if state.refresh_every != 1 else None
                 state.shot_prior = cache.shot_prior
             else:
