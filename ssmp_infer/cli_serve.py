@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
                    help="requests in progress at once; more get 503 with Retry-After (default 512)")
     p.add_argument("--max-held-mb", type=float, default=1024.0,
                    help="request bodies held at once, summed; past it new requests get 503 (default 1024)")
+    p.add_argument("--movie-store-mb", type=float, default=2048.0,
+                   help="uploaded movies (POST /v1/movies) kept for trailers by id, least recently used out first")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a request may take, waiting included, before a 504 (default 300)")
     p.add_argument("--drain-timeout", type=float, default=120.0,
@@ -61,13 +63,15 @@ def cmd_serve(args) -> None:
             raise InputError(f"{flag} must be at least 1, got {value}")
     if not 0 <= args.batch_wait_ms <= 60_000:
         raise InputError(f"--batch-wait-ms must be between 0 and 60000, got {args.batch_wait_ms}")
-    for flag, value in (("--max-body-mb", args.max_body_mb), ("--max-held-mb", args.max_held_mb)):
+    for flag, value in (("--max-body-mb", args.max_body_mb), ("--max-held-mb", args.max_held_mb),
+                        ("--movie-store-mb", args.movie_store_mb)):
         if not value > 0:
             raise InputError(f"{flag} must be positive, got {value}")
     if args.address is not None and args.num_cpus is not None:
         raise InputError("--num-cpus sizes a local Ray; a cluster given by --address has its own")
     limits = Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_shots=args.max_shots, max_queue=args.max_queue,
-                    max_held_bytes=int(args.max_held_mb * 2**20), timeout_s=args.timeout)
+                    max_held_bytes=int(args.max_held_mb * 2**20), timeout_s=args.timeout,
+                    max_movie_store_bytes=int(args.movie_store_mb * 2**20))
     from .checkpoint import DEFAULT_MODEL_DIR, read_config
 
     feature_dim = int(read_config(args.model or DEFAULT_MODEL_DIR)["feature_dim"])  # the frontend checks bodies against it
@@ -120,7 +124,7 @@ def serve_until_stopped(args, engine_options: dict, feature_dim: int, limits, re
     except Exception as e:  # a replica failed to start: its first line says why (the rest is in Ray's logs)
         lines = [line for line in str(e).splitlines() if line.strip()]
         raise InputError(f"the server could not start: {lines[-1] if lines else type(e).__name__}") from None
-    print(f"ssmp-infer: serving on http://{args.host}:{args.port} (POST /v1/trailers, GET /healthz, GET /metrics); "
+    print(f"ssmp-infer: serving on http://{args.host}:{args.port} (POST /v1/trailers, POST /v1/movies, GET /healthz, GET /metrics); "
           "SIGTERM or Ctrl-C drains and stops", file=sys.stderr, flush=True)
     while not stop.wait(0.5):
         pass

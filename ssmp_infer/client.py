@@ -4,6 +4,10 @@
     trailer = generate_trailer("http://127.0.0.1:8000", features, length=40, seed=3)
     trailer["shots"]          # the JSON of `ssmp-infer run`, as a dict
 
+    # an editor's session: the movie once, then as many variations as wanted (each runs only its rounds)
+    movie = upload_movie("http://127.0.0.1:8000", features)
+    trailer = movie_trailer("http://127.0.0.1:8000", movie, length=40, pins=["0:512"], bans=["100-140"])
+
 Standard library only (urllib). The array goes as a .npy file's bytes (numpy.save, never a pickle); a
 refusal raises ServerError carrying the server's one sentence and its HTTP status.
 """
@@ -44,10 +48,30 @@ def generate_trailer(url: str, features: np.ndarray | bytes, length: int | None 
     past that, or on any other refusal (4xx, 5xx), raises ServerError with the server's sentence. A
     connection failure is urllib's URLError.
     """
+    return _retrying(retry_for, lambda: _post_trailer(url, features, length, mode, steps, seed, pins, bans, timeout))
+
+
+def upload_movie(url: str, features: np.ndarray | bytes, timeout: float = 120.0, retry_for: float = 60.0) -> str:
+    """POST `features` to `url`/v1/movies once; its id, for `movie_trailer`. The same features give the same id."""
+    body = features if isinstance(features, (bytes, bytearray)) else npy_bytes(features)
+    return _retrying(retry_for, lambda: _request(url.rstrip("/") + "/v1/movies", bytes(body), timeout))["movie_id"]
+
+
+def movie_trailer(url: str, movie_id: str, length: int | None = None, mode: str | None = None, steps: int | None = None,
+                  seed: int | None = None, pins: list[str] | None = None, bans: list[str] | None = None,
+                  timeout: float = 120.0, retry_for: float = 60.0) -> dict:
+    """A trailer of a movie uploaded with `upload_movie`, options as in `generate_trailer`. A movie the
+    server no longer holds raises ServerError with status 404 (kind "unknown_movie"): upload it again."""
+    address = f"{url.rstrip('/')}/v1/movies/{urllib.parse.quote(movie_id, safe='')}/trailers{_query(length, mode, steps, seed, pins, bans)}"
+    return _retrying(retry_for, lambda: _request(address, b"", timeout))
+
+
+def _retrying(retry_for: float, call):
+    """`call()`, again after each 503's Retry-After until `retry_for` seconds have passed."""
     deadline = time.monotonic() + retry_for
     while True:
         try:
-            return _post_trailer(url, features, length, mode, steps, seed, pins, bans, timeout)
+            return call()
         except ServerError as e:
             wait = _retry_after(e)
             if e.status != 503 or time.monotonic() + wait > deadline:
@@ -62,13 +86,20 @@ def _retry_after(error: "ServerError") -> float:
         return 1.0
 
 
-def _post_trailer(url, features, length, mode, steps, seed, pins, bans, timeout) -> dict:
+def _query(length, mode, steps, seed, pins, bans) -> str:
     query = [(k, str(v)) for k, v in (("length", length), ("mode", mode), ("steps", steps), ("seed", seed)) if v is not None]
     query += [("pin", p) for p in pins or ()] + [("ban", b) for b in bans or ()]
+    return "?" + urllib.parse.urlencode(query) if query else ""
+
+
+def _post_trailer(url, features, length, mode, steps, seed, pins, bans, timeout) -> dict:
     body = features if isinstance(features, (bytes, bytearray)) else npy_bytes(features)
-    request = urllib.request.Request(
-        url.rstrip("/") + "/v1/trailers" + ("?" + urllib.parse.urlencode(query) if query else ""),
-        data=bytes(body), method="POST", headers={"Content-Type": "application/octet-stream"})
+    return _request(url.rstrip("/") + "/v1/trailers" + _query(length, mode, steps, seed, pins, bans), bytes(body), timeout)
+
+
+def _request(address: str, body: bytes, timeout: float) -> dict:
+    """POST `body` to `address`; the JSON answer, or ServerError with the server's sentence."""
+    request = urllib.request.Request(address, data=body, method="POST", headers={"Content-Type": "application/octet-stream"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())

@@ -170,6 +170,27 @@ class Engine:
         trailers = self._generate_bucket([movie], [n], decode, [controls], copies=count)
         return sorted(trailers, key=lambda t: -t.mean_confidence)  # stable: equal means keep seed order
 
+    def keep_movie(self, features: np.ndarray, refresh_every: int | None = None) -> bool:
+        """Prepare one movie's states now and keep them (a server's upload, a review page's first load),
+        so that its first trailer already runs only its rounds. False when the cache is off or the
+        states are larger than all of it; the trailers are the same either way."""
+        movie = checked(features, "movie", self.feature_dim)
+        if not self.states.limit_bytes:
+            return False
+        padded, valid = pad_batch([movie])
+        self._kept_states(movie, padded, valid, refresh_every)
+        return self.states.key(movie, refresh_every) in self.states
+
+    def _kept_states(self, movie: np.ndarray, padded: torch.Tensor, valid: torch.Tensor, refresh_every: int | None):
+        """The kept states of one checked movie (a copy to decode with), prepared and kept if not yet."""
+        key = self.states.key(movie, refresh_every)
+        prepared = self.states.get(key)
+        if prepared is None:
+            device = self.backend.device
+            prepared = self.backend.prepare(padded.to(device), valid.to(device), refresh_every)
+            self.states.put(key, prepared)
+        return prepared
+
     def generate_batch(
         self,
         movies: list[np.ndarray],
@@ -221,11 +242,7 @@ class Engine:
         start = time.perf_counter()
         prepared = None
         if len(movies) == 1 and self.states.limit_bytes:  # one movie: its states may be kept, or be kept now
-            key = self.states.key(movies[0], decode.refresh_every)
-            prepared = self.states.get(key)
-            if prepared is None:
-                prepared = self.backend.prepare(movie.to(device), movie_valid.to(device), decode.refresh_every)
-                self.states.put(key, prepared)
+            prepared = self._kept_states(movies[0], movie, movie_valid, decode.refresh_every)
         result = generate(
             self.backend,
             movie.to(device),

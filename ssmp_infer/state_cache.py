@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 
-
 @dataclasses.dataclass
 class CacheStats:
     hits: int = 0
@@ -75,6 +74,9 @@ class StateCache:
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._states
 
 
 def handout(state):

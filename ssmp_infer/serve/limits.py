@@ -26,9 +26,11 @@ class Limits:
     max_held_bytes: int = 1 << 30  # request bodies held at once, summed; a body that would pass it gets 503
     timeout_s: float = 300.0  # per request, from admission to answer (queueing included); past it, 504
     retry_after_s: int = 1  # the 503's Retry-After
+    # Uploaded movies kept for trailers by id (POST /v1/movies), summed; the least recently used go first.
+    max_movie_store_bytes: int = 2048 << 20  # ~260 CMTD-sized movies
 
     def __post_init__(self):
-        for name in ("max_body_bytes", "max_shots", "max_queue", "max_held_bytes"):
+        for name in ("max_body_bytes", "max_shots", "max_queue", "max_held_bytes", "max_movie_store_bytes"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
@@ -138,3 +140,13 @@ def replica_lost(limits: Limits) -> HttpError:
 
 def timed_out(limits: Limits) -> HttpError:
     return HttpError(504, "timeout", f"the trailer was not ready within the server's {limits.timeout_s:g} s limit")
+
+
+def unknown_movie(key: str, movies_path: str) -> HttpError:
+    return HttpError(404, "unknown_movie", f"this server holds no movie {key[:40]!r} (never uploaded, or dropped to make "
+                                           f"room for newer ones); upload it again with POST {movies_path}")
+
+
+def movie_store_too_small(nbytes: int, limits: Limits) -> HttpError:
+    return HttpError(413, "too_large", f"the movie's {nbytes:,} bytes are more than the server keeps for uploaded movies "
+                                       f"({limits.max_movie_store_bytes:,}); POST it to /v1/trailers instead")

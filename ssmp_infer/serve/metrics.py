@@ -54,6 +54,8 @@ class Metrics:
         self.queue_depth = 0  # admitted and not yet answered
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.latency = Histogram(LATENCY_BUCKETS_S)
+        self.state_caches: dict[str, dict] = {}  # replica -> its engine's StateCache stats, as last reported
+        self.movie_store = None  # the frontend's MovieStore (uploaded movies), when there is one
 
     def render(self, replicas: dict[str, int] | None = None) -> str:
         """`replicas`: generator replicas by state (RUNNING, STARTING, ...), when Serve could say."""
@@ -74,11 +76,51 @@ class Metrics:
             "# TYPE ssmp_request_latency_seconds histogram",
             *self.latency.lines("ssmp_request_latency_seconds"),
         ]
+        lines += self.cache_lines()
         if replicas is not None:
             lines += ["# HELP ssmp_generator_replicas Generator replicas by state, as Ray Serve reports them.",
                       "# TYPE ssmp_generator_replicas gauge",
                       *(f'ssmp_generator_replicas{{state="{state}"}} {n}' for state, n in sorted(replicas.items()))]
         return "\n".join(lines) + "\n"
+
+    def cache_lines(self) -> list[str]:
+        """The replicas' kept movie states (summed over the replicas, each as it last reported) and the
+        frontend's uploaded movies."""
+        total = {k: sum(r.get(k, 0) for r in self.state_caches.values()) for k in ("hits", "misses", "evictions", "bytes", "entries")}
+        lines = [
+            "# HELP ssmp_state_cache_hits_total Trailers whose movie states a replica had kept (only the rounds ran).",
+            "# TYPE ssmp_state_cache_hits_total counter",
+            f"ssmp_state_cache_hits_total {total['hits']}",
+            "# HELP ssmp_state_cache_misses_total Single-movie trailers and uploads whose movie pass ran.",
+            "# TYPE ssmp_state_cache_misses_total counter",
+            f"ssmp_state_cache_misses_total {total['misses']}",
+            "# HELP ssmp_state_cache_evictions_total Movie states dropped to make room (least recently used first).",
+            "# TYPE ssmp_state_cache_evictions_total counter",
+            f"ssmp_state_cache_evictions_total {total['evictions']}",
+            "# HELP ssmp_state_cache_bytes Bytes of movie states the replicas keep.",
+            "# TYPE ssmp_state_cache_bytes gauge",
+            f"ssmp_state_cache_bytes {total['bytes']}",
+            "# HELP ssmp_state_cache_entries Movie states the replicas keep.",
+            "# TYPE ssmp_state_cache_entries gauge",
+            f"ssmp_state_cache_entries {total['entries']}",
+        ]
+        store = self.movie_store
+        if store is not None:
+            lines += [
+                "# HELP ssmp_movies_held Uploaded movies the server holds for trailers by id.",
+                "# TYPE ssmp_movies_held gauge",
+                f"ssmp_movies_held {len(store)}",
+                "# HELP ssmp_movie_store_bytes Bytes of uploaded movies held.",
+                "# TYPE ssmp_movie_store_bytes gauge",
+                f"ssmp_movie_store_bytes {store.held_bytes}",
+                "# HELP ssmp_movie_uploads_total Movies uploaded (POST /v1/movies).",
+                "# TYPE ssmp_movie_uploads_total counter",
+                f"ssmp_movie_uploads_total {store.uploads}",
+                "# HELP ssmp_movie_store_evictions_total Uploaded movies dropped to make room.",
+                "# TYPE ssmp_movie_store_evictions_total counter",
+                f"ssmp_movie_store_evictions_total {store.evictions}",
+            ]
+        return lines
 
 
 def parse(text: str) -> dict[str, float]:
