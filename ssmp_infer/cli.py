@@ -23,7 +23,7 @@ from .config import (
     model_preset,
     train_preset,
 )
-from . import cli_compare, cli_serve, cli_video
+from . import cli_compare, cli_review, cli_serve, cli_video
 from .cli_backend import add_model_arg, engine_options
 from .names import METHODS
 from .cli_decode import add_decode_args, decode_config, seed_arg
@@ -597,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_compare.add_parser(sub)
     cli_video.add_parser(sub)  # shots, embed, trailer, render: the movie-file commands (video extra)
     cli_serve.add_parser(sub)  # serve: the HTTP API on Ray Serve (serve extra)
+    cli_review.add_parser(sub)  # review: a page to pin, ban and regenerate a `trailer` directory (video extra)
     for command in sub.choices.values():  # an option without help still shows its default
         for action in command._actions:
             if action.help is None and shows_default(action):
