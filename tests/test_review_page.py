@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("av", reason="the review page needs the video extra")
+from .video_clips import REVIEW_SHOT_LENGTHS as SHOT_LENGTHS  # noqa: E402
 from .video_clips import make_clip  # noqa: E402
+from .video_clips import ssmp_cli as cli  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRED = bool(os.environ.get("SSMP_REQUIRE_BROWSER"))
@@ -38,12 +40,6 @@ if sync_playwright is None or CHROMIUM is None:
 # The flags a root process in a closed network needs (no sandbox as root; no background connections).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-SHOT_LENGTHS = [30, 17, 40, 25, 33, 21, 28, 30, 26, 35, 22, 31]
-
-
-def cli(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssmp_infer.entry", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, **kwargs)
 
 
 @pytest.fixture(scope="module")

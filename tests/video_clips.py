@@ -139,3 +139,12 @@ def click_signal(times, seconds, rate=22050, bed=True, seed=2):
 
 def make_clicks(path, times, seconds, rate=22050):
     return write_wav(path, click_signal(times, seconds, rate), rate)
+
+
+REVIEW_SHOT_LENGTHS = [30, 17, 40, 25, 33, 21, 28, 30, 26, 35, 22, 31]  # a clip of 12 shots to review
+
+
+def ssmp_cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    """The console command, as a user runs it (its module, in this interpreter)."""
+    return subprocess.run([sys.executable, "-m", "ssmp_infer.entry", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, **kwargs)
