@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 def cmd_review(args) -> None:
     from .review.session import ReviewSession
     from .review.server import make_server
-    from .review.thumbs import ensure_thumbnails
+    from .review.thumbs import Thumbnails
 
     def log(line: str) -> None:
         if not args.quiet:
@@ -39,7 +39,7 @@ def cmd_review(args) -> None:
     model, device = options.pop("model_dir"), options.pop("device")
     session = ReviewSession(args.dir, video=args.video, model=model, device=device, engine_options=options, log=log)
     key = {"video": session.record.get("video"), "shots": session.shots.bounds}
-    thumbs = ensure_thumbnails(session.dir, session.video, session.shots.bounds, session.fps, key, log=log)
+    thumbs = Thumbnails(session.dir, session.video, session.shots.bounds, session.fps, key)
     server = make_server(session, thumbs, args.host, args.port)
     host, port = server.server_address[:2]
     stop = threading.Event()

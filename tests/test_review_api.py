@@ -30,11 +30,11 @@ class Review:
     def __init__(self, directory):
         from ssmp_infer.review.server import make_server
         from ssmp_infer.review.session import ReviewSession
-        from ssmp_infer.review.thumbs import ensure_thumbnails
+        from ssmp_infer.review.thumbs import Thumbnails
 
         self.session = ReviewSession(directory, device="cpu", log=lambda line: None)
-        thumbs = ensure_thumbnails(self.session.dir, self.session.video, self.session.shots.bounds, self.session.fps,
-                                   {"shots": self.session.shots.bounds}, log=lambda line: None)
+        thumbs = Thumbnails(self.session.dir, self.session.video, self.session.shots.bounds, self.session.fps,
+                            {"shots": self.session.shots.bounds})
         self.server = make_server(self.session, thumbs, port=0)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -85,6 +85,23 @@ def test_only_the_pages_own_files_are_served(review):
     for path in ("/thumbs/../trailer.json", "/thumbs/shot_99999.jpg", "/features.npy", "/shots.json", "/etc/passwd"):
         assert review.call(path)[0] == 404, path
     assert review.call("/api/nothing", {})[0] == 404
+
+
+def test_a_shots_picture_is_made_when_asked_for_and_shows_that_shot(review, trailer_dir):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from .video_clips import PALETTE
+
+    picture = trailer_dir / "thumbs" / "shot_00009.jpg"
+    picture.unlink(missing_ok=True)
+    assert not picture.exists()  # not made at start
+    status, raw, headers = review.call("/thumbs/shot_00009.jpg")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and picture.read_bytes() == raw
+    mean = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=float).mean(axis=(0, 1))
+    assert np.abs(mean - PALETTE[9 % len(PALETTE)]).max() < 40, mean  # shot 9's colour, no other shot's
 
 
 def test_the_player_gets_byte_ranges(review, trailer_dir):

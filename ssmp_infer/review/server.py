@@ -28,7 +28,7 @@ from ..errors import InputError
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/review.css": ("review.css", "text/css; charset=utf-8"),
           "/review.js": ("review.js", "text/javascript; charset=utf-8")}
 FILES = {"/trailer.mp4": ("trailer.mp4", "video/mp4"), "/trailer.png": ("trailer.png", "image/png")}
-THUMB = re.compile(r"^/thumbs/(shot_\d{5}\.jpg)$")
+THUMB = re.compile(r"^/thumbs/shot_(\d{5})\.jpg$")
 MAX_BODY = 4096  # the API's requests are a few numbers
 
 
@@ -36,7 +36,7 @@ def static_text(name: str) -> bytes:
     return resources.files("ssmp_infer.review").joinpath("static", name).read_bytes()
 
 
-def make_handler(session, thumbs: Path):
+def make_handler(session, thumbs):
     class Handler(BaseHTTPRequestHandler):
         server_version = "ssmp-infer-review"
 
@@ -54,8 +54,9 @@ def make_handler(session, thumbs: Path):
                 name, kind = FILES[path]
                 return self.send_file(session.dir / name, kind)
             match = THUMB.match(path)
-            if match:
-                return self.send_file(thumbs / match.group(1), "image/jpeg")
+            picture = thumbs.path(int(match.group(1))) if match else None
+            if picture is not None:
+                return self.send_file(picture, "image/jpeg")
             self.send_json({"error": f"no such page {path[:80]}"}, HTTPStatus.NOT_FOUND)
 
         def do_POST(self) -> None:
@@ -132,7 +133,8 @@ def integer(body: dict, name: str, default=...):
     return value
 
 
-def make_server(session, thumbs: Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+def make_server(session, thumbs, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    """`thumbs`: the movie's shot pictures (`review.thumbs.Thumbnails`), made as the page asks for them."""
     try:
         server = ThreadingHTTPServer((host, port), make_handler(session, thumbs))
     except OSError as e:

@@ -1,13 +1,15 @@
-"""One small picture per movie shot (its middle frame), for the review page: made once, kept in DIR/thumbs.
+"""One small picture per movie shot (its middle frame), for the review page, kept in DIR/thumbs.
 
-Kept while the video and the shots are the same (`thumbs/thumbs.json` records both), like the trailer
-command's other intermediate files; each picture is written atomically, so an interrupted run leaves
-only whole pictures and the next run makes the rest.
+Made when the page first asks for a shot's picture (the page loads only those in view), not all at
+start: a film's two thousand seeks into a long video would keep the page from opening for minutes.
+Kept while the video and the shots are the same (`thumbs/thumbs.json` records both); each picture is
+written atomically, so an interrupted run leaves only whole pictures.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,27 +23,41 @@ def thumb_name(shot: int) -> str:
     return f"shot_{shot:05d}.jpg"
 
 
-def ensure_thumbnails(directory: Path, video: str, bounds: list[tuple[int, int]], fps: Fraction, key: dict,
-                      log=print) -> Path:
-    """DIR/thumbs with one JPEG per shot; `key` says what they were made from (reused while it matches)."""
-    from ..video.sheet import middle_frames
-    from ..video.timeline import Slot
+class Thumbnails:
+    def __init__(self, directory: Path, video: str, bounds: list[tuple[int, int]], fps: Fraction, key: dict):
+        """`key`: what the pictures are made from; pictures made from anything else are dropped."""
+        require("PIL.Image", "pillow")
+        self.dir = directory / "thumbs"
+        self.video, self.bounds, self.fps = video, bounds, fps
+        self.lock = threading.Lock()
+        self.dir.mkdir(exist_ok=True)
+        meta = self.dir / "thumbs.json"
+        try:
+            same = json.loads(meta.read_text(encoding="utf-8")) == key
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            for old in self.dir.glob("shot_*.jpg"):
+                old.unlink()
+            write_text_atomic(meta, json.dumps(key) + "\n", force=True)
 
-    image_mod = require("PIL.Image", "pillow")
-    thumbs = directory / "thumbs"
-    thumbs.mkdir(exist_ok=True)
-    meta = thumbs / "thumbs.json"
-    try:
-        same = json.loads(meta.read_text(encoding="utf-8")) == key
-    except (OSError, ValueError):
-        same = False
-    missing = [i for i in range(len(bounds)) if not same or not (thumbs / thumb_name(i)).is_file()]
-    if missing:
-        log(f"review: making {len(missing)} shot pictures in {thumbs}")
-        # the whole shot as one clip: `middle_frames` reads the frame halfway through each
-        clips = [Slot(0, i, bounds[i][0], bounds[i][1], 0, bounds[i][1] - bounds[i][0]) for i in missing]
-        for i, frame in zip(missing, middle_frames(video, clips, fps, THUMB_WIDTH)):
-            picture = image_mod.fromarray(frame)
-            write_atomic(thumbs / thumb_name(i), lambda tmp, p=picture: p.save(tmp, format="JPEG", quality=80), force=True)
-        write_text_atomic(meta, json.dumps(key, indent=1) + "\n", force=True)
-    return thumbs
+    def path(self, shot: int) -> Path | None:
+        """The picture of `shot`, made now if it was not yet; None for a shot the movie does not have."""
+        if not 0 <= shot < len(self.bounds):
+            return None
+        path = self.dir / thumb_name(shot)
+        with self.lock:  # one decoder at a time; a picture asked for twice is made once
+            if not path.is_file():
+                self.make(shot, path)
+        return path
+
+    def make(self, shot: int, path: Path) -> None:
+        from ..video.sheet import middle_frames
+        from ..video.timeline import Slot
+
+        image_mod = require("PIL.Image", "pillow")
+        start, end = self.bounds[shot]
+        # the whole shot as one clip: `middle_frames` reads the frame halfway through it
+        (frame,) = middle_frames(self.video, [Slot(0, shot, start, end, 0, end - start)], self.fps, THUMB_WIDTH)
+        picture = image_mod.fromarray(frame)
+        write_atomic(path, lambda tmp: picture.save(tmp, format="JPEG", quality=80), force=True)
