@@ -106,7 +106,8 @@ def plain_generate(model: SSMPEncoder, movie, length: int, steps: int = PLAIN_ST
         slots = keys[:, [max(s, 0) for s in shots]]  # (1, J, D); masked slots read MP inside the model
         pred, states = model.forward_with_states(movie, movie_valid, slots, masked, slot_valid)
         passes += 1
-        logits = score_logits(pred, keys, movie_valid, model.cfg.temperature, states.shot_prior)[0]  # (J, I)
+        prior = None if states.shot_prior is None else model.cfg.prior_weight * states.shot_prior
+        logits = score_logits(pred, keys, movie_valid, model.cfg.temperature, prior)[0]  # (J, I)
         prob = logits.softmax(dim=-1)  # P over every shot, used or not
         prob[~masked[0]] = -1.0  # locked slots take nothing
         prob[:, [s for s in shots if s >= 0]] = -1.0  # a used shot is never offered again

@@ -45,6 +45,11 @@ class ModelConfig:
     # Score slots against position-aware keys: k_i = normalize(m_i + W_k·pos_i), not m_i alone, and feed
     # a locked slot k_g, so a slot can say where in the movie its shot lies (see SSMPEncoder.shot_keys).
     position_keys: bool = False
+    # Decoding scores slots by cos/tau + w·b_i: w weighs the shot prior (the model's own read of which
+    # shots belong) against the slots' predictions. Training learns b_i with w = 1 and then picks w on
+    # its held-out movies (`ssmp_infer.calibrate`), because measured on five worlds the prior alone
+    # chose the trailer's shots better than the decoding that weighed it at 1. 1: the scores as trained.
+    prior_weight: float = 1.0
     head_dim: int = field(init=False)
 
     def __post_init__(self):
@@ -66,6 +71,8 @@ class ModelConfig:
             raise InputError(f"model config: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if not 0 < self.temperature < float("inf"):
             raise InputError(f"model config: temperature must be positive and finite, got {self.temperature}")
+        if not 0 < self.prior_weight <= 100:
+            raise InputError(f"model config: prior_weight must be in (0, 100], got {self.prior_weight}")
         if not 0 <= self.dropout < 1:
             raise InputError(f"model config: dropout must be in [0, 1), got {self.dropout}")
         if self.context_prior and not self.shot_prior:

@@ -118,6 +118,13 @@ class Batch:
     locks: torch.Tensor | None = None  # (T, B) bool
     slots: torch.Tensor | None = None  # (B, J, D)
     composition: int = 0  # changes whenever rows leave: a captured round is stale then
+    prior_weight: float = 1.0  # the model's weight on its shot prior when decoding (ModelConfig.prior_weight)
+
+    def prior(self) -> torch.Tensor | None:
+        """The shot prior the rounds score with: the backend's b_i (refreshed with the states under full
+        attention) times the model's decoding weight."""
+        prior = self.movie_state.shot_prior
+        return prior if prior is None or self.prior_weight == 1.0 else prior * self.prior_weight
 
     def finish(self, done_host: torch.Tensor, out: DecodeResult) -> None:
         """Write rows `done_host` (bool over the batch, on the host) to `out` and drop them from every state."""
@@ -155,6 +162,7 @@ def generate(
     copies: int = 1,
     seeds: torch.Tensor | None = None,  # (B * copies,) int64 per output row; default config.seed
     prepared=None,  # the backend's `prepare` of these movies, made before (a kept state): no encoder pass
+    prior_weight: float = 1.0,  # the model's decoding weight on its shot prior (ModelConfig.prior_weight)
 ) -> DecodeResult:
     """Decode a padded batch: `backend.prepare` once, `backend.step` per round, finished movies leave.
 
@@ -173,6 +181,7 @@ def generate(
     sync_every = sync_every or (1 if device.type == "cpu" else 4)
     fused = use_triton(config.kernels, device, int(lengths.max()))  # the round as two Triton launches
     batch, plan = start(backend, movie, movie_valid, lengths, config, pins, banned, copies, seeds, fused, prepared)
+    batch.prior_weight = float(prior_weight)
     J = batch.slot_valid.shape[1]
     out = DecodeResult(
         shots=torch.full((len(batch.rows), J), -1, dtype=torch.int64, device=device),
@@ -285,7 +294,7 @@ def eager_round(backend: Backend, batch: Batch, plan: RoundPlan, config: DecodeC
     slots = slot_inputs(batch.movie_state.scoring_keys, state.shots)
     pred = backend.step(batch.movie_state, slots, open_, batch.slot_valid)  # (B, J, D)
     score = round_scorer(pred, batch.movie_state.scoring_keys, batch.movie_valid, temperature,
-                         batch.movie_state.shot_prior, rows=open_, basis=batch.movie_state.output_basis,
+                         batch.prior(), rows=open_, basis=batch.movie_state.output_basis,
                          movie_coords=batch.movie_state.movie_coords)
     if config.mode == "paper":
         best, prob = score(state.used)
@@ -313,7 +322,7 @@ def fused_round(backend: Backend, batch: Batch, config: DecodeConfig, temperatur
         batch.rounds.add_(open_.any(dim=1))
     pred = backend.step(batch.movie_state, batch.slots, open_, batch.slot_valid)  # (B, J, D)
     c = score_candidates(pred, batch.movie_state.scoring_keys, batch.movie_valid, state.used, temperature,
-                         batch.movie_state.shot_prior)
+                         batch.prior())
     if config.mode == "paper":
         select_remask(c, state, batch.q, batch.slots, "paper", seed=batch.seeds, round_index=round_dev)
     else:  # pinned slots are locked from the start: the schedule counts the slots they leave open

@@ -255,6 +255,7 @@ class Engine:
             copies=copies,
             seeds=torch.tensor(seeds, dtype=torch.int64) if copies > 1 else None,
             prepared=None if prepared is None else handout(prepared),
+            prior_weight=self.model_config.prior_weight,
         )
         shots, confidence, rounds = result.shots.cpu(), result.confidence.cpu(), result.rounds.cpu()
         elapsed_ms = (time.perf_counter() - start) * 1e3

@@ -174,6 +174,8 @@ class SSMPTraining:
         self.pace = SelfPacedRatio(t=cfg.t_min)
         self.generator: torch.Generator | None = None  # on the model's device, made at the first step
         self.ceiling = cfg.t_min
+        # a model with a shot prior decodes with a weight on it, chosen on the held-out movies at the end
+        self.calibrates_prior = bool(model.cfg.shot_prior)
 
     def loss(self, examples: list[Example], progress: float):
         device = examples[0].movie.device
@@ -199,7 +201,8 @@ class SSMPTraining:
             movie = e.movie.float()[None]
             valid = torch.ones(movie.shape[:2], dtype=torch.bool, device=movie.device)
             lengths = torch.tensor([len(e.targets)])
-            result = generate(backend, movie, valid, lengths, decode, self.model.cfg.temperature)
+            result = generate(backend, movie, valid, lengths, decode, self.model.cfg.temperature,
+                              prior_weight=self.model.cfg.prior_weight)
             yield result.shots[0, : len(e.targets)].tolist()
 
     def describe(self) -> str:

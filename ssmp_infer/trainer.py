@@ -33,6 +33,7 @@ from .data import Example, load_split
 from .errors import InputError
 from .metrics import score_trailer, summarise
 from .model import num_parameters
+from .calibrate import EXTRA_DECODES, choose_prior_weight
 from .selection import BestWeights, ValidationSchedule, WeightAverage, selection_key, split_validation
 
 
@@ -41,6 +42,9 @@ class Method(Protocol):
 
     model: torch.nn.Module
     name: str
+    # Whether its decoding weighs a shot prior (`ssmp_infer.calibrate`): the loop then picks the weight
+    # on the held-out movies after choosing the weights.
+    calibrates_prior: bool
 
     def loss(self, examples: list[Example], progress: float) -> tuple[torch.Tensor, dict]:
         """(scalar loss, floats for the log) of one batch at this point of training."""
@@ -240,6 +244,9 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
     average = WeightAverage.start(model, cfg.ema_decay)
 
     validated = [-1]  # the step of the last validation
+    calibrates = bool(held_out) and getattr(method, "calibrates_prior", False)
+    if calibrates:
+        model.cfg.prior_weight = 1.0  # validation scores the weights as trained; the weight is chosen after
 
     def validate(step: int) -> bool:
         """Score the held-out trailers at `step`; False when the budget ran out before they were made."""
@@ -258,8 +265,10 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
             print(f"validation at step {step}{label}: F1 {scores['f1']:.3f}  AA {aa}"
                   + ("  (best so far)" if kept else ""), file=log, flush=True)
         schedule.record(step, best.step, clock() - started)
-        # the last validation must fit in the budget too: keep room for one more, and for the save
-        budget.reserve_s = 1.5 * schedule.longest_s + SAVE_S
+        # the last validation must fit in the budget too: keep room for one more, for the prior weight's
+        # decodes (a point decodes twice, live and averaged weights: longest_s / 2 each), and for the save
+        extra = EXTRA_DECODES * schedule.longest_s / (2 if average is not None else 1) if calibrates else 0.0
+        budget.reserve_s = 1.5 * schedule.longest_s + extra + SAVE_S
         return True
 
     last_log, recent, step, batches, stopped = clock(), [], 0, iter(()), "epochs"
@@ -321,6 +330,9 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
         print("saving the last weights: no validation finished within the budget", file=log, flush=True)
     elif average is not None:
         model.load_state_dict(average.average)
+    if calibrates and best.state is not None:
+        choose_prior_weight(model.cfg, lambda: trailer_scores(method, held_out, budget.past_end), best.scores,
+                            log=lambda line: print(line, file=log, flush=True))
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
         raise InputError(
             f"training diverged: the weights hold NaN or Inf after step {step} (learning rate {cfg.lr:g}); "
@@ -337,6 +349,7 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
         "validation_movies": len(held_out),
         "selected_step": best.step if best.state is not None else step,
         "validation": best.scores,
+        "prior_weight": getattr(model.cfg, "prior_weight", None),
         "seed": cfg.seed,
         "device": str(device),
         "minutes": round(budget.elapsed() / 60, 2),

@@ -218,3 +218,45 @@ def test_lock_draws_are_uniform_and_reproducible():
     other_seed = lock_draws(4, 1, 20000, torch.device("cpu"))
     assert abs(float(torch.corrcoef(torch.stack([u, other_round]))[0, 1])) < 0.03
     assert (u != other_seed).float().mean() > 0.99
+
+
+class ScaledPriorBackend(TorchBackend):
+    """The torch backend with its shot prior multiplied by `weight` in every state it hands out."""
+
+    def __init__(self, model, weight):
+        super().__init__(model)
+        self.weight = weight
+
+    def prepare(self, movie, movie_valid, refresh_every=None):
+        state = super().prepare(movie, movie_valid, refresh_every)
+        state.shot_prior = state.shot_prior * self.weight
+        return state
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+@pytest.mark.parametrize("mode", ["paper", "topk"])
+def test_the_prior_weight_scales_the_shot_prior_in_every_round(mode, kernels):
+    """Decoding with prior_weight w gives the trailers of a model whose shot prior is w times larger; a
+    large weight makes the trailer the prior's top shots (what the weight is for), and 1 changes nothing."""
+    cfg = ModelConfig(**{**CFG.to_dict(), "shot_prior": True})
+    torch.manual_seed(3)
+    model = SSMPEncoder(cfg).eval()
+    with torch.no_grad():  # a prior that differs across shots, as a trained one does
+        model.shot_head.weight.normal_(0, 2.0)
+    feats = movies([40, 25], seed=4)
+    movie, valid = pad_batch(feats)
+    if kernels == "triton":
+        pytest.importorskip("triton", reason="the fused rounds need triton (in its interpreter here)")
+    lengths, config = torch.tensor([6, 4]), DecodeConfig(mode=mode, seed=1, kernels=kernels)
+    plain = TorchBackend(model)
+
+    def shots(backend, weight):
+        return generate(backend, movie, valid, lengths, config, cfg.temperature, prior_weight=weight).shots.tolist()
+
+    assert shots(plain, 2.5) == shots(ScaledPriorBackend(model, 2.5), 1.0)
+    assert shots(plain, 1.0) == shots(ScaledPriorBackend(model, 1.0), 1.0)
+    assert shots(plain, 2.5) != shots(plain, 1.0)  # the weight reaches the rounds
+    prior = plain.prepare(movie, valid).shot_prior
+    for row, n in enumerate(lengths.tolist()):
+        top = set(prior[row].topk(n).indices.tolist())
+        assert set(shots(plain, 100.0)[row][:n]) == top

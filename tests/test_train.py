@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ssmp_infer import Engine
 from ssmp_infer.checkpoint import load_checkpoint
 from ssmp_infer.config import MASK_SCHEDULES, ModelConfig, TrainConfig
 from ssmp_infer.data import load_split, pad_batch, pad_targets
@@ -489,3 +490,39 @@ def test_a_window_gives_a_crop_the_positions_it_has_in_the_whole_movie():
         torch.testing.assert_close(cropped, full[:, start : start + 200])
     plain = position_features(torch.ones(1, 200, dtype=torch.bool))
     assert (plain - full[:, 137:337]).abs().max() > 0.1  # without the window a crop would look like a movie
+
+
+@pytest.mark.parametrize("keys, chosen", [
+    ({1.0: 0.5, 1.5: 0.3, 2.0: 0.6, 3.0: 0.6, 4.0: 0.2}, 2.0),  # the best key; a tie goes to the smaller weight
+    ({1.0: 0.5, 1.5: 0.3, 2.0: 0.4, 3.0: 0.1, 4.0: 0.2}, 1.0),  # none beats the scores as trained
+])
+def test_the_prior_weight_is_the_one_whose_held_out_trailers_score_best(tiny_data, tmp_path, monkeypatch, keys, chosen):
+    """After choosing its weights, training decodes the held-out movies at each prior weight and saves the
+    best one in the model's config, which the engine then decodes with; validation during the run scores
+    the weights as trained (weight 1)."""
+    import ssmp_infer.trainer as trainer
+
+    seen = []
+
+    def scores(method, examples, stop=None):
+        weight = method.model.cfg.prior_weight
+        seen.append(weight)
+        return {"f1": keys[weight], "aa": None, "key": keys[weight]}
+
+    monkeypatch.setattr(trainer, "trailer_scores", scores)
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, shot_prior=True, prior_weight=3.0)
+    log = io.StringIO()
+    train(tiny_data, tmp_path / "m", cfg, TrainConfig(lr=2e-3, batch_size=4, epochs=2, ema_decay=0.0, patience=0), log=log)
+    model, meta = load_checkpoint(tmp_path / "m")
+    points = len(seen) - 4  # the run's validation points, then the four weights past 1
+    assert points >= 2 and set(seen[:points]) == {1.0} and seen[points:] == [1.5, 2.0, 3.0, 4.0]
+    assert model.cfg.prior_weight == chosen and meta["training"]["prior_weight"] == chosen
+    assert f"prior weight {chosen:g} for decoding" in log.getvalue()
+    assert Engine.load(tmp_path / "m", device="cpu").model_config.prior_weight == chosen
+
+
+def test_a_model_without_a_shot_prior_keeps_weight_one(tiny_data, tmp_path):
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0)
+    log = io.StringIO()
+    train(tiny_data, tmp_path / "m", cfg, TrainConfig(lr=2e-3, batch_size=4, epochs=1, ema_decay=0.0), log=log)
+    assert load_checkpoint(tmp_path / "m")[0].cfg.prior_weight == 1.0 and "prior weight" not in log.getvalue()
