@@ -178,12 +178,12 @@ class Engine:
         if not self.states.limit_bytes:
             return False
         padded, valid = pad_batch([movie])
-        self._kept_states(movie, padded, valid, refresh_every)
-        return self.states.key(movie, refresh_every) in self.states
-
-    def _kept_states(self, movie: np.ndarray, padded: torch.Tensor, valid: torch.Tensor, refresh_every: int | None):
-        """The kept states of one checked movie (a copy to decode with), prepared and kept if not yet."""
         key = self.states.key(movie, refresh_every)
+        self._kept_states(key, padded, valid, refresh_every)
+        return key in self.states
+
+    def _kept_states(self, key: str, padded: torch.Tensor, valid: torch.Tensor, refresh_every: int | None):
+        """The kept states of one movie under `key` (a copy to decode with), prepared and kept if not yet."""
         prepared = self.states.get(key)
         if prepared is None:
             device = self.backend.device
@@ -242,7 +242,8 @@ class Engine:
         start = time.perf_counter()
         prepared = None
         if len(movies) == 1 and self.states.limit_bytes:  # one movie: its states may be kept, or be kept now
-            prepared = self._kept_states(movies[0], movie, movie_valid, decode.refresh_every)
+            key = self.states.key(movies[0], decode.refresh_every)
+            prepared = self._kept_states(key, movie, movie_valid, decode.refresh_every)
         result = generate(
             self.backend,
             movie.to(device),

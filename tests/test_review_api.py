@@ -10,18 +10,12 @@ import urllib.request
 import pytest
 
 pytest.importorskip("av", reason="the review page needs the video extra")
-from .video_clips import REVIEW_SHOT_LENGTHS as SHOT_LENGTHS  # noqa: E402
-from .video_clips import make_clip  # noqa: E402
-from .video_clips import ssmp_cli as cli  # noqa: E402
+from .video_clips import make_review_dir  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def trailer_dir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("review_api")
-    make_clip(work / "clip.mp4", shot_lengths=SHOT_LENGTHS)
-    r = cli("trailer", work / "clip.mp4", "--out", work / "out", "--length", 5, "--detector", "content", "--quiet")
-    assert r.returncode == 0, r.stderr
-    return work / "out"
+    return make_review_dir(tmp_path_factory.mktemp("review_api"), length=5)
 
 
 class Review:

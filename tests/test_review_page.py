@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("av", reason="the review page needs the video extra")
 from .video_clips import REVIEW_SHOT_LENGTHS as SHOT_LENGTHS  # noqa: E402
-from .video_clips import make_clip  # noqa: E402
+from .video_clips import make_review_dir  # noqa: E402
 from .video_clips import ssmp_cli as cli  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -44,11 +44,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 @pytest.fixture(scope="module")
 def trailer_dir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("review")
-    make_clip(work / "clip.mp4", shot_lengths=SHOT_LENGTHS)
-    r = cli("trailer", work / "clip.mp4", "--out", work / "out", "--length", 4, "--detector", "content", "--quiet")
-    assert r.returncode == 0, r.stderr
-    return work / "out"
+    return make_review_dir(tmp_path_factory.mktemp("review"), length=4)
 
 
 class ReviewProcess:

@@ -148,3 +148,11 @@ def ssmp_cli(*args, **kwargs) -> subprocess.CompletedProcess:
     """The console command, as a user runs it (its module, in this interpreter)."""
     return subprocess.run([sys.executable, "-m", "ssmp_infer.entry", *map(str, args)], capture_output=True, text=True,
                           timeout=600, **kwargs)
+
+
+def make_review_dir(work, length: int):
+    """A `ssmp-infer trailer` directory (work/out) of a 12-shot clip, for the review page's tests."""
+    make_clip(work / "clip.mp4", shot_lengths=REVIEW_SHOT_LENGTHS)
+    r = ssmp_cli("trailer", work / "clip.mp4", "--out", work / "out", "--length", length, "--detector", "content", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return work / "out"

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..errors import InputError
+from ..inputs import load_json_file
 
 EDITS = "edits.json"
 MAX_CANDIDATES = 8
@@ -251,11 +252,9 @@ class ReviewSession:
         self.record = record
 
 
+
 def read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InputError(f"{path} cannot be read as JSON ({e})") from None
+    value = load_json_file(path, "a JSON object")
     if not isinstance(value, dict):
         raise InputError(f"{path} is not a JSON object")
     return value
