@@ -16,8 +16,9 @@ MASK_SCHEDULES = ("self-paced", "uniform", "linear-asc", "linear-desc")
 
 
 @dataclass
-class ModelConfig:
-    """The SSMP encoder. `feature_dim` is the shot-feature size the model reads (ImageBind: 1024)."""
+class NetworkSize:
+    """What SSMP's encoder and the baselines' networks share: the Transformer's size and the scoring's
+    temperature. `feature_dim` is the shot-feature size a model reads (ImageBind: 1024)."""
 
     feature_dim: int = 1024
     d_model: int = 192
@@ -27,6 +28,12 @@ class ModelConfig:
     dropout: float = 0.1
     # tau in P = softmax_i(cos(v̂_j, m_i) / tau); fixed, shared by training and decoding.
     temperature: float = 0.05
+
+
+@dataclass
+class ModelConfig(NetworkSize):
+    """The SSMP encoder: its size (`NetworkSize`) and what only SSMP has."""
+
     # "full": every token attends to every token (the paper). "prefix": movie tokens attend only to
     # movie tokens, slots to all, so the movie's states do not depend on the slots (an exact cache).
     movie_attention: str = DEFAULT_MOVIE_ATTENTION

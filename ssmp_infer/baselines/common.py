@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import PRESETS, ModelConfig, TrainConfig
+from ..config import PRESETS, ModelConfig, NetworkSize, TrainConfig
 from ..errors import InputError
 from ..model import NUM_POSITION_FEATURES, Block, position_features
 
@@ -29,16 +29,9 @@ SSMP_ONLY = ("mask_schedule", "views", "t_min", "t_max", "beta", "mu_a", "mu_t")
 
 
 @dataclass
-class BaselineConfig:
-    """Size of a baseline's networks: the same fields, presets and limits as SSMP's `ModelConfig`."""
-
-    feature_dim: int = 1024
-    d_model: int = 192
-    n_layers: int = 4
-    n_heads: int = 4
-    d_ff: int = 384
-    dropout: float = 0.1
-    temperature: float = 0.05  # tau of softmax_i(cos(v̂, m_i) / tau), as SSMP scores (autoregressive)
+class BaselineConfig(NetworkSize):
+    """Size of a baseline's networks: the same fields, presets and limits as SSMP's `ModelConfig` (the
+    temperature: the autoregressive baseline scores as SSMP does)."""
 
     def __post_init__(self):
         # A checkpoint's config.json is user input: SSMP's config checks types and limits of the same fields.

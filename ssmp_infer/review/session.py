@@ -221,13 +221,11 @@ class ReviewSession:
         return [{"seed": t.seed, "shots": t.shots, "mean_confidence": round(t.mean_confidence, 4)} for t in trailers]
 
     def write_trailer(self, trailer) -> None:
-        """trailer.json, .otio, .edl, .mp4 and .png for `trailer`, each replaced atomically."""
-        from ..atomic import write_atomic
+        """trailer.mp4 and .png, then .otio, .edl and .json for `trailer`, each replaced atomically."""
         from ..video.cuts import fit_shots
         from ..video.music import load_audio, music_changes
-        from ..video.render import render
-        from ..video.sheet import write_sheet
-        from ..video.timeline import build_timeline, edl_text, plan_slots, timeline_text
+        from ..video.outputs import trailer_title, write_edit_files, write_picture
+        from ..video.timeline import plan_slots
 
         cuts = None
         if self.music is not None:
@@ -235,20 +233,14 @@ class ReviewSession:
             plan, _, _ = fit_shots([self.shots.bounds[i][1] - self.shots.bounds[i][0] for i in trailer.shots], changes, self.fps)
             cuts = plan.cuts
         slots = plan_slots(self.shots.bounds, trailer.shots, self.fps, cuts)
-        name = f"{Path(self.video).stem} trailer ({float(self.fps):g} fps)"
-        fade = float(self.record.get("fade") or 0.0)
-        rendered = {}
-        write_atomic(self.dir / "trailer.mp4",
-                     lambda tmp: rendered.update(render(self.video, slots, self.fps, tmp, music=self.music, fade=fade)),
-                     force=True)
-        write_sheet(self.dir / "trailer.png", self.video, slots, self.fps, name, force=True)
-        timeline = build_timeline(slots, self.fps, self.video, self.shots.num_frames, name, self.music, trailer.confidence)
+        title = trailer_title(self.video, self.fps)
+        rendered = write_picture(self.dir / "trailer.mp4", self.dir / "trailer.png", self.video, slots, self.fps, title,
+                                 music=self.music, fade=float(self.record.get("fade") or 0.0), force=True)
         record = {**self.record, **trailer.to_dict(), "cuts": cuts, "left_out": None, "cuts_off_music": None,
                   "duration": rendered["seconds"], "num_frames": rendered["frames"],
                   "slots": [s.to_dict(self.fps) for s in slots], "edits": self.edits.to_dict()}
-        write_text_atomic(self.dir / "trailer.otio", timeline_text(timeline), force=True)
-        write_text_atomic(self.dir / "trailer.edl", edl_text(timeline), force=True)
-        write_text_atomic(self.dir / "trailer.json", json.dumps(record, indent=1) + "\n", force=True)
+        write_edit_files(self.dir, slots, self.fps, self.video, self.shots.num_frames, title, self.music,
+                         trailer.confidence, record, force=True)
         self.record = record
 
 

@@ -133,9 +133,8 @@ def make_trailer(
     from .embed import embed_shots, make_embedder
     from .cuts import fit_to_music
     from .music import load_audio, music_changes
-    from .render import render
-    from .sheet import write_sheet
-    from .timeline import build_timeline, edl_text, plan_slots, timeline_text
+    from .outputs import trailer_title, write_edit_files, write_picture
+    from .timeline import plan_slots
 
     log = log or (lambda line: print(line, file=sys.stderr))
     out = Path(out_dir)
@@ -234,28 +233,15 @@ def make_trailer(
                     f"shot{'s' if trailer.length > 1 else ''}; pass --length or --music for a longer trailer")
         run.step("generate", t, f" ({trailer.length} of {num_shots} shots, {trailer.steps} rounds)")
 
-        # 4. timeline, render, sheet
+        # 4. the picture (MP4 and contact sheet), then the timeline, EDL and record
         t = time.perf_counter()
         slots = plan_slots(shots.bounds, trailer.shots, shots.fps, cuts, shot_seconds)
-        name = f"{Path(video).stem} trailer ({float(shots.fps):g} fps)"
-        timeline = build_timeline(slots, shots.fps, video, shots.num_frames, name, music, trailer.confidence)
-        run.step("timeline", t)
-        t = time.perf_counter()
-        mp4 = out / "trailer.mp4"
-        rendered = {}
-
-        def write_mp4(tmp: str) -> None:
-            rendered.update(render(video, slots, shots.fps, tmp, music=music, fade=fade, progress=progress))
-
-        write_atomic(mp4, write_mp4, force=force)
-        run.written.append(mp4)
-        run.step("render", t, f" ({rendered['seconds']:.1f} s of trailer)")
-        t = time.perf_counter()
-        sheet = out / "trailer.png"
-        write_sheet(sheet, video, slots, shots.fps, name, force=force)
-        run.written.append(sheet)
-        run.step("sheet", t, f" ({len(slots)} tile{'s' if len(slots) > 1 else ''})")
-
+        title = trailer_title(video, shots.fps)
+        rendered = write_picture(out / "trailer.mp4", out / "trailer.png", video, slots, shots.fps, title,
+                                 music=music, fade=fade, force=force, progress=progress)
+        run.written += [out / "trailer.mp4", out / "trailer.png"]
+        run.step("render", t, f" ({rendered['seconds']:.1f} s of trailer, a sheet of {len(slots)} "
+                              f"tile{'s' if len(slots) > 1 else ''})")
         record = {
             **trailer.to_dict(),
             "video": video_fp,
@@ -276,10 +262,8 @@ def make_trailer(
             "slots": [s.to_dict(shots.fps) for s in slots],
             "timings_s": run.timings,
         }
-        for path, text in ((out / "trailer.otio", timeline_text(timeline)), (out / "trailer.edl", edl_text(timeline)),
-                           (out / "trailer.json", json.dumps(record, indent=1) + "\n")):
-            write_text_atomic(path, text, force=force)
-            run.written.append(path)
+        write_edit_files(out, slots, shots.fps, video, shots.num_frames, title, music, trailer.confidence, record,
+                         force=force, written=run.written)
     except BaseException:
         run.undo()
         raise
@@ -318,8 +302,7 @@ def render_existing(video: str, trailer_path: str, out_path: str, shots_path: st
     from ..atomic import check_output_path
     from .cuts import fit_shots
     from .music import load_audio, music_changes
-    from .render import render
-    from .sheet import write_sheet
+    from .outputs import trailer_title, write_picture
     from .timeline import Slot, check_slots, plan_slots
 
     log = log or (lambda line: print(line, file=sys.stderr))
@@ -374,17 +357,8 @@ def render_existing(video: str, trailer_path: str, out_path: str, shots_path: st
             log_off_music(log, plan, changes)
         slots = plan_slots(shots.bounds, picks, shots.fps, cuts, shot_seconds)
         fps = shots.fps
-    rendered = {}
-
-    def write(tmp: str) -> None:
-        rendered.update(render(video, slots, fps, tmp, music=music, fade=fade or 0.0, progress=progress))
-
-    write_atomic(out_path, write, force=force)
-    try:
-        write_sheet(sheet_path, video, slots, fps, Path(video).stem + " trailer", force=force)
-    except BaseException:
-        Path(out_path).unlink(missing_ok=True)  # the MP4 and its sheet come together or not at all
-        raise
+    rendered = write_picture(Path(out_path), sheet_path, video, slots, fps, trailer_title(video, fps),
+                             music=music, fade=fade or 0.0, force=force, progress=progress)
     return {"out": str(out_path), "sheet": str(sheet_path), **rendered, "slots": len(slots), "music": music}
 
 
