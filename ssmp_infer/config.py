@@ -53,9 +53,10 @@ class ModelConfig(NetworkSize):
     # a locked slot k_g, so a slot can say where in the movie its shot lies (see SSMPEncoder.shot_keys).
     position_keys: bool = False
     # Decoding scores slots by cos/tau + w·b_i: w weighs the shot prior (the model's own read of which
-    # shots belong) against the slots' predictions. Training learns b_i with w = 1 and then picks w on
-    # its held-out movies (`ssmp_infer.calibrate`), because measured on five worlds the prior alone
-    # chose the trailer's shots better than the decoding that weighed it at 1. 1: the scores as trained.
+    # shots belong) against the slots' predictions. Training learns b_i with w = 1 and picks w on its
+    # held-out movies together with the weights it keeps (`ssmp_infer.calibrate`), because measured on
+    # five worlds the prior alone chose the trailer's shots better than the decoding that weighed it at
+    # 1. 1: the scores as trained.
     prior_weight: float = 1.0
     head_dim: int = field(init=False)
 

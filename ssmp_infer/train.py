@@ -191,7 +191,10 @@ class SSMPTraining:
         stats["accuracy"] = float(stats["accuracy"])  # one host sync per step, which float(loss) pays anyway
         self.pace.update(stats["accuracy"], self.cfg)
 
-    def trailers(self, examples: list[Example]):
+    def trailers(self, examples: list[Example], weights: tuple[float, ...] | None = None):
+        """Each movie's trailer (paper decoding, the run's seed) at the model's prior weight; with `weights`,
+        a tuple of its trailers, one per weight, all decoded from one movie pass (the prior weight acts in
+        the rounds only)."""
         from .backends import TorchBackend
         from .decode import generate
 
@@ -201,9 +204,13 @@ class SSMPTraining:
             movie = e.movie.float()[None]
             valid = torch.ones(movie.shape[:2], dtype=torch.bool, device=movie.device)
             lengths = torch.tensor([len(e.targets)])
-            result = generate(backend, movie, valid, lengths, decode, self.model.cfg.temperature,
-                              prior_weight=self.model.cfg.prior_weight)
-            yield result.shots[0, : len(e.targets)].tolist()
+            state = backend.prepare(movie, valid, decode.refresh_every)
+            shared = state.refresh_every == 0  # an exact cache (prefix attention): any decode may start from it
+            made = tuple(generate(backend, movie, valid, lengths, decode, self.model.cfg.temperature,
+                                  prepared=state if shared or k == 0 else None,
+                                  prior_weight=w).shots[0, : len(e.targets)].tolist()
+                         for k, w in enumerate(weights or (self.model.cfg.prior_weight,)))
+            yield made if weights else made[0]
 
     def describe(self) -> str:
         return (f"{self.model.cfg.movie_attention} attention, {self.views} trailer view(s) per movie, mask schedule "

@@ -33,7 +33,7 @@ from .data import Example, load_split
 from .errors import InputError
 from .metrics import score_trailer, summarise
 from .model import num_parameters
-from .calibrate import EXTRA_DECODES, choose_prior_weight
+from .calibrate import EXTRA_DECODES, VALIDATION_WEIGHTS, choose_prior_weight
 from .selection import BestWeights, ValidationSchedule, WeightAverage, selection_key, split_validation
 
 
@@ -43,7 +43,7 @@ class Method(Protocol):
     model: torch.nn.Module
     name: str
     # Whether its decoding weighs a shot prior (`ssmp_infer.calibrate`): the loop then picks the weight
-    # on the held-out movies after choosing the weights.
+    # on the held-out movies together with the weights, and `trailers` takes `weights`.
     calibrates_prior: bool
 
     def loss(self, examples: list[Example], progress: float) -> tuple[torch.Tensor, dict]:
@@ -54,7 +54,8 @@ class Method(Protocol):
 
     def trailers(self, examples: list[Example]) -> Iterator[list[int]]:
         """Each movie's trailer in turn (movie shot indices in trailer order, as long as its true one),
-        made as `ssmp-infer eval` makes them, from the model's current weights."""
+        made as `ssmp-infer eval` makes them, from the model's current weights. A method that
+        calibrates its prior also takes `weights` and then yields a tuple per movie, one per weight."""
 
     def describe(self) -> str:
         """A few words for the first log line."""
@@ -193,10 +194,12 @@ def augment(examples: list[Example], noise: float, generator: torch.Generator) -
 
 
 @torch.no_grad()
-def trailer_scores(method: Method, examples: list[Example], stop: Callable[[], bool] = lambda: False) -> dict | None:
+def trailer_scores(method: Method, examples: list[Example], stop: Callable[[], bool] = lambda: False,
+                   weights: tuple[float, ...] | None = None) -> dict | None:
     """The held-out movies' trailers made by `method` and scored as `eval` scores them (tolerance 0);
     None when `stop()` turned true before every movie had its trailer (the point is dropped: a score
-    over some of the movies is not comparable with the others).
+    over some of the movies is not comparable with the others). With `weights` (a method that weighs a
+    shot prior), {weight: scores}, every movie decoded at each weight.
 
     Movie by movie, so that a validation slowed down by another job on the machine cannot carry a run
     past its budget by more than one movie's trailer."""
@@ -204,14 +207,17 @@ def trailer_scores(method: Method, examples: list[Example], stop: Callable[[], b
     method.model.eval()
     try:
         preds = []
-        for trailer in method.trailers(examples):  # lazily: one movie's trailer at a time
-            if stop():
+        for trailer in method.trailers(examples, weights) if weights else method.trailers(examples):
+            if stop():  # lazily: one movie's trailers at a time
                 return None
-            preds.append(trailer)
+            preds.append(trailer if weights else (trailer,))
     finally:
         method.model.train(was_training)
-    scores = summarise([score_trailer(p, [int(g) for g in e.targets.tolist()], 0) for p, e in zip(preds, examples)])
-    return {"f1": scores["f1"], "aa": scores["aa"], "key": selection_key(scores)}
+    by_weight = {}
+    for k, weight in enumerate(weights or (None,)):
+        scores = summarise([score_trailer(p[k], [int(g) for g in e.targets.tolist()], 0) for p, e in zip(preds, examples)])
+        by_weight[weight] = {"f1": scores["f1"], "aa": scores["aa"], "key": selection_key(scores)}
+    return by_weight if weights else by_weight[None]
 
 
 def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = False, log: TextIO = sys.stderr,
@@ -245,8 +251,7 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
 
     validated = [-1]  # the step of the last validation
     calibrates = bool(held_out) and getattr(method, "calibrates_prior", False)
-    if calibrates:
-        model.cfg.prior_weight = 1.0  # validation scores the weights as trained; the weight is chosen after
+    weights = VALIDATION_WEIGHTS if calibrates else None
 
     def validate(step: int) -> bool:
         """Score the held-out trailers at `step`; False when the budget ran out before they were made."""
@@ -255,19 +260,25 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
         candidates = [("", False, None)] + ([(", averaged weights", True, average)] if average is not None else [])
         for label, averaged, source in candidates:
             with source.swapped_in(model) if source is not None else nullcontext(model):
-                scores = trailer_scores(method, held_out, budget.past_end)
+                scores = trailer_scores(method, held_out, budget.past_end, weights)
                 if scores is None:
                     print(f"validation at step {step}{label}: stopped, the budget ran out", file=log, flush=True)
                     return False
+                if weights:  # the point's score is its best weight's (the smaller on a tie)
+                    by_weight = scores
+                    weight = max(by_weight, key=lambda w: (by_weight[w]["key"], -w))
+                    scores = {**by_weight[weight], "prior_weight": weight, "by_weight": by_weight}
                 scores["averaged"] = averaged
                 kept = best.offer(model, step, scores)
             aa = "-" if scores["aa"] is None else f"{scores['aa']:.3f}"
-            print(f"validation at step {step}{label}: F1 {scores['f1']:.3f}  AA {aa}"
+            at = f" (prior weight {scores['prior_weight']:g})" if weights else ""
+            print(f"validation at step {step}{label}: F1 {scores['f1']:.3f}  AA {aa}{at}"
                   + ("  (best so far)" if kept else ""), file=log, flush=True)
         schedule.record(step, best.step, clock() - started)
-        # the last validation must fit in the budget too: keep room for one more, for the prior weight's
-        # decodes (a point decodes twice, live and averaged weights: longest_s / 2 each), and for the save
-        extra = EXTRA_DECODES * schedule.longest_s / (2 if average is not None else 1) if calibrates else 0.0
+        # the last validation must fit in the budget too: keep room for one more, for the prior weights'
+        # decodes past the point's own (a point decodes live and averaged weights, each at every one of
+        # VALIDATION_WEIGHTS), and for the save
+        extra = EXTRA_DECODES * schedule.longest_s / (len(candidates) * len(weights)) if calibrates else 0.0
         budget.reserve_s = 1.5 * schedule.longest_s + extra + SAVE_S
         return True
 
@@ -331,8 +342,8 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
     elif average is not None:
         model.load_state_dict(average.average)
     if calibrates and best.state is not None:
-        choose_prior_weight(model.cfg, lambda: trailer_scores(method, held_out, budget.past_end), best.scores,
-                            log=lambda line: print(line, file=log, flush=True))
+        choose_prior_weight(model.cfg, lambda: trailer_scores(method, held_out, budget.past_end),
+                            best.scores["by_weight"], log=lambda line: print(line, file=log, flush=True))
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update
         raise InputError(
             f"training diverged: the weights hold NaN or Inf after step {step} (learning rate {cfg.lr:g}); "

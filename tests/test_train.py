@@ -303,7 +303,8 @@ class ScriptedScores:
     def __init__(self, keys):
         self.keys, self.seen = list(keys), []
 
-    def __call__(self, method, examples, stop=None):
+    def __call__(self, method, examples, stop=None, weights=None):
+        assert weights is None  # these tests' models have no shot prior: one decoding weight
         key = self.keys[min(len(self.seen), len(self.keys) - 1)]
         self.seen.append({k: v.detach().clone() for k, v in method.model.state_dict().items()})
         return {"f1": key, "aa": None, "key": key}
@@ -495,18 +496,21 @@ def test_a_window_gives_a_crop_the_positions_it_has_in_the_whole_movie():
 @pytest.mark.parametrize("keys, chosen", [
     ({1.0: 0.5, 1.5: 0.3, 2.0: 0.6, 3.0: 0.6, 4.0: 0.2}, 2.0),  # the best key; a tie goes to the smaller weight
     ({1.0: 0.5, 1.5: 0.3, 2.0: 0.4, 3.0: 0.1, 4.0: 0.2}, 1.0),  # none beats the scores as trained
+    ({1.0: 0.5, 1.5: 0.3, 2.0: 0.4, 3.0: 0.7, 4.0: 0.2}, 3.0),  # a validation point's own second weight
 ])
 def test_the_prior_weight_is_the_one_whose_held_out_trailers_score_best(tiny_data, tmp_path, monkeypatch, keys, chosen):
-    """After choosing its weights, training decodes the held-out movies at each prior weight and saves the
-    best one in the model's config, which the engine then decodes with; validation during the run scores
-    the weights as trained (weight 1)."""
+    """Every validation point scores the held-out trailers at weights 1 and 3; after choosing its weights,
+    training decodes the held-out movies at the other prior weights and saves the best one in the
+    model's config, which the engine then decodes with."""
     import ssmp_infer.trainer as trainer
 
     seen = []
 
-    def scores(method, examples, stop=None):
+    def scores(method, examples, stop=None, weights=None):
+        seen.append(weights or method.model.cfg.prior_weight)
+        if weights:
+            return {w: {"f1": keys[w], "aa": None, "key": keys[w]} for w in weights}
         weight = method.model.cfg.prior_weight
-        seen.append(weight)
         return {"f1": keys[weight], "aa": None, "key": keys[weight]}
 
     monkeypatch.setattr(trainer, "trailer_scores", scores)
@@ -514,11 +518,30 @@ def test_the_prior_weight_is_the_one_whose_held_out_trailers_score_best(tiny_dat
     log = io.StringIO()
     train(tiny_data, tmp_path / "m", cfg, TrainConfig(lr=2e-3, batch_size=4, epochs=2, ema_decay=0.0, patience=0), log=log)
     model, meta = load_checkpoint(tmp_path / "m")
-    points = len(seen) - 4  # the run's validation points, then the four weights past 1
-    assert points >= 2 and set(seen[:points]) == {1.0} and seen[points:] == [1.5, 2.0, 3.0, 4.0]
+    points = len(seen) - 3  # the run's validation points, then the three weights they did not score
+    assert points >= 2 and set(seen[:points]) == {(1.0, 3.0)} and seen[points:] == [1.5, 2.0, 4.0]
     assert model.cfg.prior_weight == chosen and meta["training"]["prior_weight"] == chosen
     assert f"prior weight {chosen:g} for decoding" in log.getvalue()
     assert Engine.load(tmp_path / "m", device="cpu").model_config.prior_weight == chosen
+
+
+def test_validation_decodes_every_weight_from_one_movie_pass(tiny_data):
+    """SSMP's held-out trailers at several prior weights share each movie's pass, and each equals the
+    trailer decoded alone at that weight (what eval gives a model saved with it)."""
+    torch.manual_seed(0)
+    model = SSMPEncoder(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, dropout=0.0, shot_prior=True)).eval()
+    with torch.no_grad():  # a prior large enough that the weight changes trailers
+        model.shot_head.bias.zero_()
+        model.shot_head.weight.normal_(0, 2.0)
+    method = SSMPTraining(model, TrainConfig(seed=3))
+    examples = to_device(load_split(tiny_data, "test")[:6], torch.device("cpu"))
+    together = list(method.trailers(examples, (1.0, 3.0)))
+    alone = {}
+    for w in (1.0, 3.0):
+        model.cfg.prior_weight = w
+        alone[w] = list(method.trailers(examples))
+    assert [t[0] for t in together] == alone[1.0] and [t[1] for t in together] == alone[3.0]
+    assert alone[1.0] != alone[3.0]  # the weight mattered here, so the check above is not empty
 
 
 def test_a_model_without_a_shot_prior_keeps_weight_one(tiny_data, tmp_path):
