@@ -15,7 +15,7 @@ weight afterwards, on the same held-out movies, favoured weight 1: the step is t
 trailers happened to score best on those few movies (the winner's curse). Measured on a world of 7-shot
 trailers (18 held-out movies, 126 slots), three seeds: held-out F1 fell from weight 1 to 3 on two of
 them (-0.025, -0.026) while test F1 rose on all three (+0.027 to +0.042); two kept weight 1. Chosen
-together, the same runs' test F1 went from 0.294 ± 0.014 to 0.314 ± 0.024 (docs/training.md).
+together, test F1 over the same three seeds went from 0.294 ± 0.013 to 0.314 ± 0.024 (docs/training.md).
 """
 
 from __future__ import annotations
