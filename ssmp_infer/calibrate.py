@@ -29,6 +29,11 @@ VALIDATION_WEIGHTS = (1.0, 3.0)
 EXTRA_DECODES = len(PRIOR_WEIGHTS) - len(VALIDATION_WEIGHTS)
 
 
+def best_weight(results: dict) -> float:
+    """The weight of the highest key in {weight: scores}; the smaller weight on a tie."""
+    return max(results, key=lambda w: (results[w]["key"], -w))
+
+
 def choose_prior_weight(config, score: Callable[[], dict | None], known: dict | None = None,
                         log: Callable[[str], None] = print) -> float:
     """Set `config.prior_weight` to the best of PRIOR_WEIGHTS by `score()["key"]` and return it.
@@ -46,7 +51,7 @@ def choose_prior_weight(config, score: Callable[[], dict | None], known: dict | 
             log(f"prior weight: stopped at {weight:g}, the budget ran out")
             break
         results[weight] = scores
-    best = max(results, key=lambda w: (results[w]["key"], -w)) if results else 1.0
+    best = best_weight(results) if results else 1.0
     config.prior_weight = best
     tried = ", ".join(f"{w:g}: F1 {s['f1']:.3f} key {s['key']:.3f}" for w, s in sorted(results.items()))
     log(f"prior weight {best:g} for decoding, by the held-out trailers ({tried})")

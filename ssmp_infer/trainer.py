@@ -33,7 +33,7 @@ from .data import Example, load_split
 from .errors import InputError
 from .metrics import score_trailer, summarise
 from .model import num_parameters
-from .calibrate import EXTRA_DECODES, VALIDATION_WEIGHTS, choose_prior_weight
+from .calibrate import EXTRA_DECODES, VALIDATION_WEIGHTS, best_weight, choose_prior_weight
 from .selection import BestWeights, ValidationSchedule, WeightAverage, selection_key, split_validation
 
 
@@ -252,6 +252,8 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
     validated = [-1]  # the step of the last validation
     calibrates = bool(held_out) and getattr(method, "calibrates_prior", False)
     weights = VALIDATION_WEIGHTS if calibrates else None
+    if calibrates:
+        model.cfg.prior_weight = 1.0  # the scores as trained, until a weight is chosen
 
     def validate(step: int) -> bool:
         """Score the held-out trailers at `step`; False when the budget ran out before they were made."""
@@ -264,10 +266,9 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
                 if scores is None:
                     print(f"validation at step {step}{label}: stopped, the budget ran out", file=log, flush=True)
                     return False
-                if weights:  # the point's score is its best weight's (the smaller on a tie)
-                    by_weight = scores
-                    weight = max(by_weight, key=lambda w: (by_weight[w]["key"], -w))
-                    scores = {**by_weight[weight], "prior_weight": weight, "by_weight": by_weight}
+                if weights:  # the point's score is its best weight's
+                    weight = best_weight(scores)
+                    scores = {**scores[weight], "prior_weight": weight, "by_weight": scores}
                 scores["averaged"] = averaged
                 kept = best.offer(model, step, scores)
             aa = "-" if scores["aa"] is None else f"{scores['aa']:.3f}"

@@ -244,7 +244,6 @@ class ReviewSession:
         self.record = record
 
 
-
 def read_json(path: Path) -> dict:
     value = load_json_file(path, "a JSON object")
     if not isinstance(value, dict):
