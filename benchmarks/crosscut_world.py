@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ssmp_infer.data import shot_targets
 from ssmp_infer.metrics import score_trailer, summarise
+from ssmp_infer.synth import REENCODE_NOISE, SCENE_CAP, select  # the same caps and fill as synth's rule
 
 D = 1024
 N_LOC_TYPES = 12
@@ -35,8 +37,6 @@ SCENE_SHOTS = (3, 25)
 SHOTS = (250, 700)
 TRAILER = (24, 48)
 MAX_TRAILER_SHARE = 0.10
-SCENE_CAP = 2
-REENCODE_NOISE = 0.25  # as synth.py: isotropic noise of 25% of the shot's norm
 FEATURE_NORM = 1.65  # about synth.py's mean feature norm
 # gains of the feature parts (before normalisation)
 G_LOC, G_CHAR, G_SETUP, G_MOOD, G_ENERGY, G_SCENE, G_NOISE = 1.0, 0.75, 0.6, 0.45, 0.45, 0.35, 0.16
@@ -270,24 +270,6 @@ def calibrate_taste(world: World, target: float = TARGET_F1) -> tuple[float, flo
     return taste, overlap(taste)
 
 
-def select(keys, scene, setup, J):
-    picked, used_su, per_scene = [], set(), {}
-    rest = []
-    for i in np.argsort(-keys, kind="stable"):
-        if len(picked) == J:
-            break
-        if setup[i] in used_su or per_scene.get(scene[i], 0) >= SCENE_CAP:
-            rest.append(i)
-            continue
-        picked.append(i)
-        used_su.add(setup[i])
-        per_scene[scene[i]] = per_scene.get(scene[i], 0) + 1
-    if len(picked) < J:  # caps too tight: fill with the best of the rest
-        taken = set(picked)
-        picked += [i for i in np.argsort(-keys, kind="stable") if i not in taken][: J - len(picked)]
-    return np.sort(np.array(picked, dtype=np.int64))
-
-
 def arrange(picks, t, energy, story):
     J = len(picks)
     picks = np.sort(picks)
@@ -307,10 +289,6 @@ def arrange(picks, t, energy, story):
             if queues[k]:
                 order.append(queues[k].pop(0))
     return np.concatenate([opening, np.array(order, dtype=np.int64), finale]).astype(np.int64)
-
-
-def shot_targets(movie, trailer):
-    return np.argmax(unit(trailer) @ unit(movie).T, axis=1).astype(np.int64)
 
 
 # ---------------------------------------------------------------- main
