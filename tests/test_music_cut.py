@@ -16,12 +16,13 @@ otio = pytest.importorskip("opentimelineio")
 
 from ssmp_infer.cli import main  # noqa: E402
 from ssmp_infer.video.cuts import fit_cuts, fit_to_music  # noqa: E402
-from ssmp_infer.video.music import Audio, MusicChanges, load_audio, music_changes, onsets  # noqa: E402
+from ssmp_infer.video.music import Audio, MusicChanges, beats, load_audio, music_changes, onsets  # noqa: E402
 from ssmp_infer.video.shots import load_shots  # noqa: E402
 from ssmp_infer.video.timeline import plan_slots  # noqa: E402
 
 from .video_clips import (  # noqa: E402
-    FPS, PALETTE, SHOT_LENGTHS, cli, click_signal, colour_runs, decoded_frames, make_clicks, make_clip, one_sentence,
+    FPS, PALETTE, SHOT_LENGTHS, cli, click_signal, colour_runs, decoded_frames, free_notes, make_clicks, make_clip,
+    one_sentence, soft_pulse,
 )
 
 RATE = 22050
@@ -64,6 +65,49 @@ def test_steady_sounds_have_no_onsets():
                          ("silence", np.zeros_like(t))):
         found, _ = onsets(Audio(signal[None].astype(np.float32), RATE, name))
         assert len(found) == 0, (name, found)
+
+
+def audio(signal):
+    return Audio(np.asarray(signal)[None].astype(np.float32), RATE, "made")
+
+
+def test_beats_of_a_soft_pulse_are_found_where_onsets_miss_them():
+    signal, true = soft_pulse(112, 20)
+    found, strength, tempo = beats(audio(signal))
+    heard, _ = onsets(audio(signal))
+    assert len(heard) < 0.7 * len(true)  # most hits are too soft to be onsets on their own
+    assert len(found) == len(true) and np.abs(found - true).max() < 0.5 / 30  # every beat, within half a frame
+    assert abs(tempo - 112) < 2 and ((strength > 0) & (strength <= 0.5)).all()
+    changes = music_changes(audio(signal))
+    assert changes.beats == len(true) and all(np.abs(changes.times - b).min() < 0.5 / 30 for b in true)
+
+
+def test_music_without_a_steady_pulse_has_no_beats():
+    rng = np.random.default_rng(3)
+    t = np.arange(20 * RATE) / RATE
+    for name, signal in [*((f"free notes {s}", free_notes(30, seed=s)) for s in range(3)),
+                         ("irregular clicks", click_signal(np.cumsum(rng.uniform(0.3, 1.5, 20)), 25)),
+                         ("tone", 0.3 * np.sin(2 * np.pi * 440 * t)), ("noise", 0.1 * rng.standard_normal(len(t))),
+                         ("silence", np.zeros_like(t))]:
+        found, _, tempo = beats(audio(signal))
+        assert len(found) == 0 and tempo == 0, (name, found)
+
+
+def test_cuts_land_on_soft_beats_that_onsets_alone_miss():
+    # shots of 0.6-1.2 s, as in a music video; the pulse at 112 bpm (0.54 s), loud on one beat in eight
+    signal, true = soft_pulse(112, 20)
+    changes = music_changes(audio(signal))
+    rng = np.random.default_rng(4)
+    lengths = [int(n) for n in rng.integers(15, 30, 60)]
+    generate, _ = ssmp_order(range(len(lengths)))
+    fit = fit_to_music(generate, shot_bounds(lengths), changes, Fraction(FPS))
+    cuts = np.array(fit.plan.cuts[1:-1]) / FPS
+    assert fit.plan.off_change == 0 and not fit.cut_short and sum(fit.plan.lengths) == 20 * FPS
+    assert all(np.abs(true - c).min() <= 1 / FPS for c in cuts)  # every cut within a frame of a beat
+    # the onsets alone leave gaps (the loud beats are 4.3 s apart) no shot of the movie spans
+    heard, strength = onsets(audio(signal))
+    alone = fit_to_music(generate, shot_bounds(lengths), MusicChanges(heard, strength, changes.sections, 20.0), Fraction(FPS))
+    assert alone.plan.off_change > 0
 
 
 def test_section_changes_move_onto_the_onset_that_starts_them(work):

@@ -141,6 +141,34 @@ def make_clicks(path, times, seconds, rate=22050):
     return write_wav(path, click_signal(times, seconds, rate), rate)
 
 
+def soft_pulse(bpm, seconds, level=0.0035, accent_every=8, rate=22050, seed=0):
+    """A mixed song's pulse: a soft hit on every beat (one in `accent_every` loud) under a louder swelling
+    chord, as a beat sits under a song's pad. Most hits rise too little to be onsets on their own.
+    Returns the signal and the beat times."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(0.4, seconds - 0.2, 60 / bpm)
+    t = np.arange(round(seconds * rate)) / rate
+    signal = sum(0.05 * np.sin(2 * np.pi * f * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.3 * t + f)) for f in (196, 247, 294, 392))
+    n = int(0.03 * rate)
+    for k, c in enumerate(times):
+        i = round(c * rate)
+        piece = (0.5 if k % accent_every == 0 else level) * np.exp(-np.arange(n) / (0.008 * rate)) * rng.standard_normal(n)
+        signal[i : i + n] += piece[: len(signal) - i]
+    return signal, times
+
+
+def free_notes(seconds, rate=22050, seed=0):
+    """Decaying notes 0.7-1.6 s apart at random: onsets, but no steady pulse."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    signal, at = np.zeros_like(t), 0.3
+    while at < seconds:
+        i = round(at * rate)
+        signal[i:] += 0.3 * np.sin(2 * np.pi * rng.choice([196, 220, 247, 262, 294, 330]) * t[: len(t) - i]) * np.exp(-t[: len(t) - i] / 0.6)
+        at += rng.uniform(0.7, 1.6)
+    return signal
+
+
 REVIEW_SHOT_LENGTHS = [30, 17, 40, 25, 33, 21, 28, 30, 26, 35, 22, 31]  # a clip of 12 shots to review
 
 

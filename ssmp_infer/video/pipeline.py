@@ -175,8 +175,9 @@ def make_trailer(
     try:
         if changes is not None:
             run.timings["music"] = round(music_time, 3)
+            pulse = f"{changes.beats} beats at {changes.tempo:.0f} bpm" if changes.beats else "no steady beat"
             log(f"music: {changes.duration:.1f} s, {len(changes.times)} changes to cut on ({changes.section_changes} of "
-                f"them where a section changes, the rest onsets) in {music_time:.1f} s")
+                f"them where a section changes; {pulse}; the rest onsets) in {music_time:.1f} s")
 
         # 1. shots
         t = time.perf_counter()
@@ -215,7 +216,7 @@ def make_trailer(
             fit = fit_to_music(lambda n: engine.generate(features, length=n, decode=decode), shots.bounds, changes,
                                shots.fps)
             trailer, cuts = slots_used(fit.trailer, fit.plan.used), fit.plan.cuts
-            log(f"music: {trailer.length} shots cut on the music's changes (tried: {describe_tries(fit.tries)})")
+            log(f"music: {shots_word(trailer.length)} cut on the music's changes (tried: {describe_tries(fit.tries)})")
             if fit.left_out:
                 log(f"music: {len(fit.left_out)} of SSMP's {fit.trailer.length} shots left out so that every slot "
                     f"ends on a change of the music (the shortest, then the least sure): "
@@ -253,6 +254,7 @@ def make_trailer(
             "music": None if music is None else str(Path(music).resolve()),
             "music_duration": None if changes is None else round(changes.duration, 6),
             "music_changes": None if changes is None else [round(float(c), 6) for c in changes.times],
+            "music_tempo": None if changes is None else round(changes.tempo, 2),  # bpm of its beats; 0: no steady beat
             "cuts": cuts,
             "cuts_off_music": None if fit is None else fit.plan.off_change,
             "left_out": None if fit is None else fit.left_out,  # SSMP's shots too short for the music's changes
@@ -272,8 +274,12 @@ def make_trailer(
 
 def describe_tries(tries) -> str:
     """'12 shots (too short), 28 shots (26 used, 0 off the music)'."""
-    return ", ".join(f"{n} shots (too short)" if off is None else f"{n} shots ({used} used, {off} off the music)"
+    return ", ".join(f"{shots_word(n)} (too short)" if off is None else f"{shots_word(n)} ({used} used, {off} off the music)"
                      for n, used, off in tries)
+
+
+def shots_word(n: int) -> str:
+    return f"{n} shot{'' if n == 1 else 's'}"
 
 
 def slots_used(trailer, used: list[int]):
