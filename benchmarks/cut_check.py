@@ -7,7 +7,8 @@ the music and the movie, not against what trailer.json claims.
 - black: frames whose brightest 1% of pixels stay under 24 of 255 (a black frame, letterbox bars do not
   count), outside trailer.json's fade;
 - duration: decoded frames / fps against the music's length;
-- cuts: the picture's own cuts (the content detector run on the trailer MP4) against the slots' bounds:
+- cuts: the picture's own cuts (the content detector run on the trailer MP4, outside the fades) against
+  the slots' bounds:
   a cut found inside a slot is a clip that crosses a shot of the movie; and every slot inside one shot of
   shots.json;
 - on the music: each cut within one frame of a change of the music, by this project's detector run again
@@ -136,7 +137,8 @@ def check(out: Path, music: Path) -> CutCheck:
     inner = np.array([s["record_end"] for s in slots[:-1]]) / fps
     sound = load_audio(music)
     black, outside, frames = black_frames(mp4, fps, record.get("fade") or 0.0)
-    picture_cuts = np.array([a for a, _ in detect_shots(mp4, "content").bounds[1:]]) / fps
+    fade = round((record.get("fade") or 0.0) * fps)  # a fade's changing light can read as a cut: not counted
+    picture_cuts = np.array([a for a, _ in detect_shots(mp4, "content").bounds[1:] if fade <= a <= frames - fade]) / fps
     shots = load_shots(out / "shots.json")
     theirs = librosa_changes(music)
     edl = otio.adapters.read_from_file(str(out / "trailer.edl"), rate=fps)

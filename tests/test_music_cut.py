@@ -189,7 +189,26 @@ def test_the_length_grows_until_the_shots_fill_the_music():
     assert asked[0] == 5  # one shot per section first
     assert fit.plan.off_change == 0 and not fit.cut_short and fit.total == 500
     assert sum(fit.plan.lengths) == 500 and all(n <= 20 for n in fit.plan.lengths)
-    assert fit.trailer.length == asked[-1] >= 25 and len(fit.plan.used) >= 25  # 20 s of 0.8 s shots
+    assert fit.trailer.length == asked[3] == 25 and len(fit.plan.used) == 25  # 20 s of 0.8 s shots
+    assert all(off is None for n, _, off in fit.tries if n != 25)  # fewer (tried after it too) cannot fill it
+
+
+def test_an_overshooting_length_is_brought_back_to_the_fewest_shots_that_cut_on_the_music():
+    from ssmp_infer.video.cuts import fewest_shots
+
+    asked = []
+
+    def generate(n):
+        asked.append(n)
+        return SimpleNamespace(length=n)
+
+    def plan_for(trailer):  # a stand-in: 36 shots or more cut only on the music, fewer leave it 3 times
+        return SimpleNamespace(used=list(range(trailer.length)), off_change=0 if trailer.length >= 36 else 3)
+
+    tries = [(13, None, None), (27, 27, 14), (54, 53, 0)]
+    best = fewest_shots((generate(54), plan_for(SimpleNamespace(length=54))), tries, plan_for, generate)
+    assert 36 <= best[0].length <= 36 + 54 // 16 and best[1].off_change == 0
+    assert asked[1:] == [40, 33, 36, 34] and [t[0] for t in tries[3:]] == asked[1:]  # each try recorded
 
 
 def test_a_movie_shorter_than_its_music_ends_on_a_change():
@@ -236,7 +255,7 @@ def test_shots_too_short_for_the_music_are_left_out_in_order():
     # the six long shots SSMP is surest of, in its order; the short ones and the least sure long ones left out
     assert [fit.trailer.shots[j] for j in fit.plan.used] == [1, 3, 4, 6, 7, 8]
     assert fit.left_out == [s for s in fit.trailer.shots if s not in (1, 3, 4, 6, 7, 8)]
-    assert fit.tries[-1] == (asked[-1], 6, 0) and asked[-1] < len(lengths)
+    assert (fit.trailer.length, 6, 0) in fit.tries and max(asked) < len(lengths)
 
 
 def test_a_shot_that_fits_somewhere_but_not_where_it_falls_is_left_out():

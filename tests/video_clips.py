@@ -24,8 +24,9 @@ PALETTE = [(200, 60, 50), (50, 170, 80), (60, 70, 200), (220, 200, 60), (170, 60
            (230, 140, 40), (90, 90, 90)]
 
 
-def make_clip(path, shot_lengths=SHOT_LENGTHS, fps=FPS, size=SIZE, tone_hz=440.0, seed=0):
-    """An H.264 clip of coloured (PALETTE in turn), moving, slightly noisy shots and (if tone_hz) an AAC tone track."""
+def make_clip(path, shot_lengths=SHOT_LENGTHS, fps=FPS, size=SIZE, tone_hz=440.0, seed=0, gain=None):
+    """An H.264 clip of coloured (PALETTE in turn), moving, slightly noisy shots and (if tone_hz) an AAC tone
+    track. `gain`: per frame, a factor on the picture (0: black), for fades."""
     rng = np.random.default_rng(seed)
     w, h = size
     with av.open(str(path), "w") as out:
@@ -39,7 +40,8 @@ def make_clip(path, shot_lengths=SHOT_LENGTHS, fps=FPS, size=SIZE, tone_hz=440.0
             freq, angle = rng.uniform(0.03, 0.12), rng.uniform(-1, 1)
             for t in range(length):
                 wave = 25 * np.sin(freq * (xx + angle * yy + 2 * t))[..., None]
-                img = np.clip(colour + wave + rng.normal(0, 3, (h, w, 3)), 0, 255).astype(np.uint8)
+                img = colour + wave + rng.normal(0, 3, (h, w, 3))
+                img = np.clip(img if gain is None else img * gain[n], 0, 255).astype(np.uint8)
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
                 frame.pts = n
                 n += 1

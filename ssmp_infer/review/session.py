@@ -172,9 +172,10 @@ class ReviewSession:
     def set_options(self, length: int | None = None, seed: int | None = None) -> dict:
         with self.lock:
             if length is not None:
-                if not 1 <= length <= len(self.shots) - len(self.edits.bans):
+                unusable = len(self.controls().bans)
+                if not 1 <= length <= len(self.shots) - unusable:
                     raise InputError(f"length {length} does not fit the movie's {len(self.shots)} shots "
-                                     f"less its {len(self.edits.bans)} banned")
+                                     f"less its {unusable} banned or black")
                 self.edits.length = length
                 self.edits.pins = {j: i for j, i in self.edits.pins.items() if j < length}
             if seed is not None:
@@ -190,7 +191,9 @@ class ReviewSession:
     def controls(self):
         from ..controls import EditorControls, parse_bans, parse_pins
 
-        return EditorControls(parse_pins(self.edits.pin_flags()), parse_bans(self.edits.ban_flags()))
+        pins = parse_pins(self.edits.pin_flags())
+        black = {k for k in self.shots.dark_shots if k not in pins.values()}  # no picture; a pin still wins
+        return EditorControls(pins, parse_bans(self.edits.ban_flags()) | black)
 
     def decode(self, seed: int):
         from ..config import DecodeConfig

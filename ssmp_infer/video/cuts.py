@@ -159,14 +159,17 @@ def reaches(lengths: Sequence[int], places: np.ndarray, fps: float) -> np.ndarra
     return np.where((longest <= n) & (longest >= lo), longest, 0)
 
 
-def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, int]], changes, fps) -> MusicFit:
+def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, int]], changes, fps,
+                 most: int | None = None) -> MusicFit:
     """Choose the trailer's length and shots together with its cuts. It starts at one shot per section of
     the music (its changes of colour, long sections split at 4 s, as trailer shots go). While the shots
     SSMP picks cannot fill the music on its changes, it asks for more: as many more as the missing
     picture needs (counting each shot as the longest stretch between changes it can fill) or two for each
-    cut off the music, at least an eighth more and at most twice as many; the cuts leave out the shots too short for where they fall,
-    the least confident first. `generate(length)` returns a trailer (`.shots`, `.confidence` if any)."""
-    num_shots = len(bounds)
+    cut off the music, at least an eighth more and at most twice as many; then it looks back for fewer
+    shots that still cut only on the music (`fewest_shots`). The cuts leave out the shots too short for
+    where they fall, the least confident first. `generate(length)` returns a trailer (`.shots`, `.confidence` if any) of at
+    most `most` shots (default: every shot; fewer where some are banned, as black ones are)."""
+    num_shots = len(bounds) if most is None else most
     weights = changes.at_frames(fps)
     total = len(weights) - 1
     places = change_frames(weights)
@@ -194,6 +197,8 @@ def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, 
         if plan is not None:  # each cut off the music wants a shot or two that reach where it should be
             more = max(more, 2 * plan.off_change)
         length = min(num_shots, length + max(1, -(-length // 8), min(more, length)))
+    if best is not None and best[1].off_change == 0:
+        best = fewest_shots(best, tries, plan_for, generate)
     if best is not None:
         return MusicFit(*best, total=total, cut_short=False, tries=tries)
     if len(trailer.shots) != num_shots:  # no length tried fills the music: every shot
@@ -204,6 +209,32 @@ def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, 
             return MusicFit(trailer, plan, total=total, cut_short=False, tries=tries)
     plan, end = plan_for(trailer, fit_short)  # every shot together is shorter than the music
     return MusicFit(trailer, plan, total=end, cut_short=True, tries=tries)
+
+
+BISECT_TRIES = 4  # trailers generated to look for a shorter length that still cuts only on the music
+
+
+def fewest_shots(best, tries: list, plan_for, generate):
+    """The growth above may overshoot (27 shots with cuts off the music, then 54 with none): between the
+    longest length that failed and the one that worked, bisect for the fewest shots that still cut only
+    on the music's changes, so slots stay as long as the music and the shots allow (trailers cut every
+    ~2 s). SSMP's picks at another length are other shots, so this is a search, not a guarantee."""
+    works = best[0].length
+    failed = max((n for n, _, off in tries if n < works and off != 0), default=None)
+    if failed is None:
+        return best
+    for _ in range(BISECT_TRIES):
+        if works - failed <= max(1, works // 16):
+            break
+        length = (failed + works) // 2
+        trailer = generate(length)
+        plan = plan_for(trailer)
+        tries.append((length, None, None) if plan is None else (length, len(plan.used), plan.off_change))
+        if plan is not None and plan.off_change == 0:
+            best, works = (trailer, plan), length
+        else:
+            failed = length
+    return best
 
 
 def skip_costs(trailer) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..atomic import write_atomic, write_text_atomic
 from ..checkpoint import BUNDLED_MODELS as BUNDLED
+from ..controls import EditorControls
 from ..errors import InputError
 from .frames import VideoInfo, fingerprint, probe
 from .shots import DEFAULT_DETECTOR, ShotList, detect_shots, load_shots, resolve_detector
@@ -78,8 +79,8 @@ def cached_shots(path: Path, video_fp: dict, detector: str) -> ShotList | None:
         shots = load_shots(path)
     except InputError:
         return None
-    if not set(shots.video) >= {"size", "mtime_ns", "sha256_ends"}:
-        return None
+    if not set(shots.video) >= {"size", "mtime_ns", "sha256_ends"} or shots.dark is None:
+        return None  # made before shots said whether they are black: detect again
     return shots if shots_key(shots.video, shots.detector) == shots_key(video_fp, detector) else None
 
 
@@ -186,14 +187,22 @@ def make_trailer(
         if shots is None:
             shots = detect_shots(video, detector, device=dev, progress=progress)
             write_text_atomic(shots_path, json.dumps(shots.to_dict(), indent=1) + "\n", force=True)
-            run.step("shots", t, f" ({len(shots)} shots, {shots.num_frames} frames, {detector})")
+            run.step("shots", t, f" ({shots_word(len(shots))}, {shots.num_frames} frames, {detector})")
         else:
             run.timings["shots"] = 0.0
-            log(f"shots: reused {shots_path} ({len(shots)} shots)")
+            log(f"shots: reused {shots_path} ({shots_word(len(shots))})")
         shots.check_matches(info, str(shots_path))
         num_shots = len(shots)
-        if length is not None and length > num_shots:  # known now, before the embedding's minutes
-            raise InputError(f"--length {length} is larger than the movie's {num_shots} shots; shots cannot repeat")
+        dark = shots.dark_shots
+        if dark:
+            log(f"shots: {len(dark)} of them black (fades, gaps between scenes); no trailer uses them")
+        usable = num_shots - len(dark)
+        if usable == 0:
+            raise InputError(f"{video} has no picture to make a trailer of: every frame is black")
+        if length is not None and length > usable:  # known now, before the embedding's minutes
+            raise InputError(f"--length {length} is larger than the movie's {usable} shots"
+                             f"{f' that are not black (of {num_shots})' if dark else ''}; shots cannot repeat")
+        controls = EditorControls(bans=frozenset(dark)) if dark else None
 
         # 2. features
         t = time.perf_counter()
@@ -213,8 +222,8 @@ def make_trailer(
         t = time.perf_counter()
         cuts, fit = None, None
         if changes is not None:
-            fit = fit_to_music(lambda n: engine.generate(features, length=n, decode=decode), shots.bounds, changes,
-                               shots.fps)
+            fit = fit_to_music(lambda n: engine.generate(features, length=n, decode=decode, controls=controls),
+                               shots.bounds, changes, shots.fps, usable)
             trailer, cuts = slots_used(fit.trailer, fit.plan.used), fit.plan.cuts
             log(f"music: {shots_word(trailer.length)} cut on the music's changes (tried: {describe_tries(fit.tries)})")
             if fit.left_out:
@@ -222,13 +231,14 @@ def make_trailer(
                     f"ends on a change of the music (the shortest, then the least sure): "
                     f"{', '.join(map(str, sorted(fit.left_out)))}")
             if fit.cut_short:
-                log(f"music: the movie's {num_shots} shots hold {sum(e - s for s, e in shots.bounds) / float(shots.fps):.1f} s "
+                picture = sum(e - s for k, (s, e) in enumerate(shots.bounds) if k not in set(dark))
+                log(f"music: the movie's {usable} shots{' not black' if dark else ''} hold {picture / float(shots.fps):.1f} s "
                     f"of picture for {changes.duration:.1f} s of music; the trailer uses "
-                    f"{'every shot' if trailer.length == num_shots else f'{trailer.length} of them'}, ends at "
+                    f"{'every shot' if trailer.length == usable else f'{trailer.length} of them'}, ends at "
                     f"{fit.total / float(shots.fps):.1f} s and the music fades out there")
             log_off_music(log, fit.plan, changes)
         else:
-            trailer = engine.generate(features, length=length, decode=decode)
+            trailer = engine.generate(features, length=length, decode=decode, controls=controls)
             if length is None and trailer.length <= FEW_SHOTS:
                 log(f"trailer: the default length (3.7% of the movie's {num_shots} shots) gives {trailer.length} "
                     f"shot{'s' if trailer.length > 1 else ''}; pass --length or --music for a longer trailer")

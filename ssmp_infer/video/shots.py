@@ -4,6 +4,11 @@ differences, no weights), both on frames decoded with PyAV, behind one interface
 is the first frame of a new shot. Shots then tile the video:
 shot k is [cut_k, cut_{k+1}) in frames, start inclusive, end exclusive, so a clip cut from one shot
 never crosses a cut.
+
+Black is not picture. Neither detector cuts at a fade (the frames change slowly), so a shot may end in
+a fade to black, open from one, or hold a whole fade-out, black and fade-in between two scenes. Every
+run of black frames is therefore made a shot of its own (`dark`), which no trailer uses: the cuts at
+its ends are added to the detector's.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from . import require
 from .frames import VideoInfo, fingerprint, iter_frames, probe
 from .progress import bar
 
-SHOTS_FORMAT = "ssmp-infer-shots/1"
+SHOTS_FORMAT = "ssmp-infer-shots/2"  # 2: each shot says whether it is black (`dark`)
+OLD_SHOTS_FORMATS = ("ssmp-infer-shots/1",)  # read, with no shot known to be black
+# A frame is black when at most 2% of its values (pixels x channels) reach DARK_LEVEL of 255: about
+# FFmpeg's blackdetect with its defaults (98% of pixels under 10% of the luma range); a letterboxed or
+# dim picture is not black
+DARK_LEVEL = 26
+DARK_SHARE = 0.02
 from ..names import DETECTORS
 # auto: TransNetV2 on a CUDA device, the content detector on a CPU. Why: on this project's 2-core CPU
 # TransNetV2 decodes and scores ~12 frames/s (a 2-hour movie: about 4 hours), the content detector
@@ -237,6 +248,12 @@ class ShotList:
     detector: str
     video: dict  # the source's fingerprint (path, size, mtime, hash of both ends)
     elapsed_s: float = 0.0
+    dark: list[bool] | None = None  # per shot: every frame black; None: not known (a shots file of format 1)
+
+    @property
+    def dark_shots(self) -> list[int]:
+        """The shots no trailer uses: black from start to end."""
+        return [k for k, d in enumerate(self.dark or []) if d]
 
     def __len__(self) -> int:
         return len(self.bounds)
@@ -261,22 +278,23 @@ class ShotList:
             "elapsed_s": round(self.elapsed_s, 3),
             "shots": [
                 {"index": k, "start_frame": s, "end_frame": e,
-                 "start": round(self.seconds(s), 6), "end": round(self.seconds(e), 6)}
-                for k, (s, e) in enumerate(self.bounds)
+                 "start": round(self.seconds(s), 6), "end": round(self.seconds(e), 6), "dark": dark}
+                for k, ((s, e), dark) in enumerate(zip(self.bounds, self.dark or [False] * len(self.bounds)))
             ],
         }
 
     @classmethod
     def from_dict(cls, d: dict, source: str) -> "ShotList":
         try:
-            if d.get("format") != SHOTS_FORMAT:
+            if d.get("format") not in (SHOTS_FORMAT, *OLD_SHOTS_FORMATS):
                 raise ValueError(f"format {d.get('format')!r} is not {SHOTS_FORMAT!r}")
             num, den = (int(x) for x in str(d["fps_rational"]).split("/"))
             fps = Fraction(num, den)
             bounds = [(int(s["start_frame"]), int(s["end_frame"])) for s in d["shots"]]
             num_frames = int(d["num_frames"])
+            dark = [bool(s["dark"]) for s in d["shots"]] if d["format"] == SHOTS_FORMAT else None
             shots = cls(bounds, fps, num_frames, str(d["detector"]), dict(d.get("video") or {}),
-                        float(d.get("elapsed_s", 0.0)))
+                        float(d.get("elapsed_s", 0.0)), dark)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
             raise InputError(f"{source} is not a shots file written by `ssmp-infer shots` ({e})") from None
         shots.check_tiling(source)
@@ -315,8 +333,25 @@ def load_shots(path: str | Path) -> ShotList:
     return ShotList.from_dict(d, str(path))
 
 
+def is_dark(frame: np.ndarray) -> bool:
+    """A black frame (uint8, height x width x channels): see DARK_LEVEL."""
+    # channel values rather than pixels: 20x cheaper (14 us a 256x144 frame), and a grey or white pixel
+    # counts as one pixel would
+    return np.count_nonzero(frame >= DARK_LEVEL) <= DARK_SHARE * frame.size
+
+
+def split_dark(cuts: list[int], dark: np.ndarray) -> tuple[list[tuple[int, int]], list[bool]]:
+    """Shots from the detector's cuts and per-frame blackness: each run of black frames its own shot.
+    Returns the shots' bounds and, per shot, whether it is black."""
+    count = len(dark)
+    changes = np.flatnonzero(np.diff(dark.astype(np.int8))) + 1  # where black starts or stops
+    edges = sorted({0, count, *cuts, *changes.tolist()})
+    bounds = [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+    return bounds, [bool(dark[a]) for a, _ in bounds]
+
+
 def detect_shots(path: str | Path, detector: str = DEFAULT_DETECTOR, device: str = "cpu", progress: bool = False) -> ShotList:
-    """Decode the video once with PyAV and cut it into shots."""
+    """Decode the video once with PyAV and cut it into shots; runs of black frames are shots of their own."""
     import time
 
     info = probe(path)
@@ -325,16 +360,17 @@ def detect_shots(path: str | Path, detector: str = DEFAULT_DETECTOR, device: str
     width, height = det.frame_size(info.width, info.height)
     fmt = "bgr24" if det.name == "content" else "rgb24"
     progress_bar = bar(info.num_frames, f"shots ({det.name})", progress)
+    dark: list[bool] = []
 
     def frames():
         for item in iter_frames(path, width, height, fmt=fmt, interpolation=det.interpolation):
             progress_bar.update()
+            dark.append(is_dark(item[1]))
             yield item
 
     try:
         cuts, count = det.cuts(frames(), info.fps)
     finally:
         progress_bar.close()
-    edges = [0, *cuts, count]
-    bounds = [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
-    return ShotList(bounds, info.fps, count, det.name, fingerprint(path), time.perf_counter() - start)
+    bounds, dark_shots = split_dark(cuts, np.asarray(dark[:count], bool))
+    return ShotList(bounds, info.fps, count, det.name, fingerprint(path), time.perf_counter() - start, dark_shots)
