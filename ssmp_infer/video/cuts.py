@@ -167,8 +167,9 @@ def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, 
     picture needs (counting each shot as the longest stretch between changes it can fill) or two for each
     cut off the music, at least an eighth more and at most twice as many; then it looks back for fewer
     shots that still cut only on the music (`fewest_shots`). The cuts leave out the shots too short for
-    where they fall, the least confident first. `generate(length)` returns a trailer (`.shots`, `.confidence` if any) of at
-    most `most` shots (default: every shot; fewer where some are banned, as black ones are)."""
+    where they fall, the least confident first. `generate(length)` returns a trailer (`.shots`,
+    `.confidence` if any) of at most `most` shots (default: every shot; fewer where some are banned, as
+    black ones are)."""
     num_shots = len(bounds) if most is None else most
     weights = changes.at_frames(fps)
     total = len(weights) - 1

@@ -311,6 +311,7 @@ def merge_changes(times: np.ndarray, strengths: np.ndarray, more_times: np.ndarr
     order = np.argsort(times, kind="stable")
     return times[order], strengths[order]
 
+
 def music_changes(audio: Audio) -> MusicChanges:
     """Onsets, beats and section changes together. A section change moves to an onset or beat within
     0.1 s (the sections' 50 ms analysis places it less precisely) and adds 1 to that change's strength."""

@@ -231,7 +231,8 @@ def make_trailer(
                     f"ends on a change of the music (the shortest, then the least sure): "
                     f"{', '.join(map(str, sorted(fit.left_out)))}")
             if fit.cut_short:
-                picture = sum(e - s for k, (s, e) in enumerate(shots.bounds) if k not in set(dark))
+                black = set(dark)
+                picture = sum(e - s for k, (s, e) in enumerate(shots.bounds) if k not in black)
                 log(f"music: the movie's {usable} shots{' not black' if dark else ''} hold {picture / float(shots.fps):.1f} s "
                     f"of picture for {changes.duration:.1f} s of music; the trailer uses "
                     f"{'every shot' if trailer.length == usable else f'{trailer.length} of them'}, ends at "
