@@ -274,7 +274,9 @@ DECODE_ONLY_OPTIONS = (("--mode", "mode", "paper"), ("--steps", "steps", None), 
 TRAIN_ONLY_OPTIONS = (("--movie-attention", "movie_attention", DEFAULT_MOVIE_ATTENTION),
                       ("--mask-schedule", "mask_schedule", "self-paced"), ("--views", "views", None),
                       ("--shot-prior", "shot_prior", None), ("--context-prior", "context_prior", None),
-                      ("--position-keys", "position_keys", None), ("--whole-range-share", "whole_range_share", None))
+                      ("--position-keys", "position_keys", None), ("--whole-range-share", "whole_range_share", None),
+                      ("--context-hidden", "context_hidden", None), ("--context-novelty", "context_novelty", None),
+                      ("--context-dropout", "context_dropout", None))
 
 
 def refuse_ssmp_options(args, options) -> None:
@@ -336,7 +338,9 @@ def cmd_train(args) -> None:
     from .train import train
 
     overrides = {k: v for k, v in (("dropout", args.dropout), ("shot_prior", args.shot_prior),
-                                   ("position_keys", args.position_keys)) if v is not None}
+                                   ("position_keys", args.position_keys), ("context_hidden", args.context_hidden),
+                                   ("context_novelty", args.context_novelty), ("context_dropout", args.context_dropout))
+                 if v is not None}
     if args.context_prior is not None or args.shot_prior is False:  # --no-shot-prior: no branch to add either
         overrides["context_prior"] = bool(args.context_prior)
     overrides["feature_dim"] = args.feature_dim or data_feature_dim(args.data)
@@ -519,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position-keys", action=argparse.BooleanOptionalAction, default=None,
                    help="score slots against each shot's feature plus a learned map of its position (default: on "
                    "in both presets; --no-position-keys scores against the features alone, as the paper)")
+    p.add_argument("--context-hidden", type=int, default=None, help="the context branch's hidden units (default 64)")
+    p.add_argument("--context-novelty", action=argparse.BooleanOptionalAction, default=None,
+                   help="let the context branch read each shot's novelty against the 5 shots before it (default: off)")
+    p.add_argument("--context-dropout", type=float, default=None,
+                   help="dropout on the context branch's hidden units (default 0)")
     p.add_argument("--validation-fraction", type=float, default=None,
                    help="share of the train split held out to select the weights whose trailers score best there "
                    "(default 0.15, fewer once their trailers hold 600 slots; 0: keep the last weights)")

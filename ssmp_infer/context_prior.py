@@ -8,7 +8,10 @@ a single feature cannot say about itself:
 - where it sits in the movie (the same fixed position features the encoder's embedding reads);
 - with `ModelConfig.local_context`, the shot minus the mean of the shots within LOCAL_SHOTS of it, and
   minus the shot before: what sets it apart within its own stretch of the film (a scene is a handful of
-  shots), and how far the cut into it jumps. A movie-wide mean cannot say either: two scenes apart, the
+  shots), and how far the cut into it jumps;
+- with `ModelConfig.context_novelty`, its novelty: one minus its highest cosine with the NOVELTY_SHOTS
+  shots before it (a new place or face after a run of one scene; 0 for a shot that repeats one just
+  seen). A movie-wide mean cannot say either: two scenes apart, the
   same shot is ordinary in one and stands out in the other. Measured (README, Training): on a world
   whose worthiness mixes kind-gated factors, contrasts and position, test F1 0.316 → 0.397 (A) and
   0.338 → 0.382 (CMTD-sized C); unchanged within a seed's spread on the others.
@@ -26,18 +29,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-# Hidden units of the branch: enough for the interactions a linear read misses (measured: a linear
-# probe on the same features reached top-J F1 0.20 where 64 units reached 0.31 on `synth` data).
-CONTEXT_HIDDEN = 64
 NEIGHBOUR_FEATURES = 2  # cosine with the previous and with the next shot
 LOCAL_SHOTS = 4  # the local mean runs over the shots at most this many before and after (9 in all)
 LOCAL_VECTORS = 2  # with local_context: the shot minus the local mean, and minus the shot before
+NOVELTY_SHOTS = 5  # with context_novelty: a shot's novelty is against this many shots before it
 
 
 def context_features(movie_unit: torch.Tensor, movie_valid: torch.Tensor, positions: torch.Tensor,
-                     local: bool = False) -> torch.Tensor:
+                     local: bool = False, novelty: bool = False) -> torch.Tensor:
     """(B, I, D) unit features, (B, I) validity, (B, I, P) position features -> (B, I, 2D + 2 + P), or with
-    `local` (B, I, 4D + 2 + P).
+    `local` (B, I, 4D + 2 + P); `novelty` adds one feature after the two cosines.
 
     Padding-invariant: the means run over real shots only, and the first and last real shots are their
     own missing neighbour (cosine 1, no change from the shot before), as if the movie ended there.
@@ -54,7 +55,21 @@ def context_features(movie_unit: torch.Tensor, movie_valid: torch.Tensor, positi
     parts = [unit, unit - mean]
     if local:
         parts += [unit - local_mean(unit, valid, index), (unit - before) * valid]
-    return torch.cat(parts + [cos_before[..., None], cos_after[..., None], positions], dim=-1)
+    scalars = [cos_before[..., None], cos_after[..., None]]
+    if novelty:
+        scalars.append(novelty_against_before(unit, index)[..., None])
+    return torch.cat(parts + scalars + [positions], dim=-1)
+
+
+def novelty_against_before(unit: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, I): one minus each shot's highest cosine with the NOVELTY_SHOTS shots before it; 0 for the first.
+    Only earlier shots count, and they are real wherever the shot is, so padding changes nothing."""
+    nearest = torch.full_like(unit[..., 0], -1.0)
+    for k in range(1, min(NOVELTY_SHOTS, unit.shape[1] - 1) + 1):
+        earlier = torch.cat([unit[:, :k], unit[:, :-k]], dim=1)  # shot i - k at i
+        cos = torch.where(index[None, :] >= k, (unit * earlier).sum(dim=-1), torch.full_like(nearest, -1.0))
+        nearest = torch.maximum(nearest, cos)
+    return torch.where(index[None, :] == 0, torch.zeros_like(nearest), 1 - nearest)
 
 
 def local_mean(unit: torch.Tensor, valid: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -70,19 +85,27 @@ def local_mean(unit: torch.Tensor, valid: torch.Tensor, index: torch.Tensor) -> 
 class ContextPrior(nn.Module):
     """(B, I) logits added to the encoder's shot prior; zero for every shot at initialisation."""
 
-    def __init__(self, feature_dim: int, position_dim: int, local: bool = False):
+    def __init__(self, feature_dim: int, position_dim: int, local: bool, hidden: int, novelty: bool = False,
+                 dropout: float = 0.0):
         super().__init__()
-        self.local = local
-        vectors = 2 + (LOCAL_VECTORS if local else 0)
+        self.local, self.novelty = local, novelty
         self.mlp = nn.Sequential(
-            nn.Linear(vectors * feature_dim + NEIGHBOUR_FEATURES + position_dim, CONTEXT_HIDDEN),
+            nn.Linear(context_width(feature_dim, position_dim, local, novelty), hidden),
             nn.GELU(),
-            nn.Linear(CONTEXT_HIDDEN, 1),
+            nn.Linear(hidden, 1),
         )
+        self.drop = nn.Dropout(dropout)  # on the hidden units; outside `mlp`, so its weights keep their names
 
     def reset_output(self) -> None:
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, movie_unit: torch.Tensor, movie_valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return self.mlp(context_features(movie_unit, movie_valid, positions, self.local)).squeeze(-1)
+        hidden = self.mlp[1](self.mlp[0](context_features(movie_unit, movie_valid, positions, self.local, self.novelty)))
+        return self.mlp[2](self.drop(hidden)).squeeze(-1)
+
+
+def context_width(feature_dim: int, position_dim: int, local: bool, novelty: bool) -> int:
+    """The branch's input size: its vectors, its scalars, the position features."""
+    vectors = 2 + (LOCAL_VECTORS if local else 0)
+    return vectors * feature_dim + NEIGHBOUR_FEATURES + int(novelty) + position_dim

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from .config import ModelConfig
-from .context_prior import CONTEXT_HIDDEN, LOCAL_VECTORS, NEIGHBOUR_FEATURES
+from .context_prior import context_width
 from .model import NUM_POSITION_FEATURES
 
 
@@ -24,8 +24,8 @@ def context_prior_flops(cfg: ModelConfig, shots: int) -> int:
     """The shot prior's context branch over a movie: zero for a model without one."""
     if not cfg.context_prior:
         return 0
-    width = (2 + (LOCAL_VECTORS if cfg.local_context else 0)) * cfg.feature_dim + NEIGHBOUR_FEATURES + NUM_POSITION_FEATURES
-    return 2 * shots * (width * CONTEXT_HIDDEN + CONTEXT_HIDDEN)
+    width = context_width(cfg.feature_dim, NUM_POSITION_FEATURES, cfg.local_context, cfg.context_novelty)
+    return 2 * shots * (width * cfg.context_hidden + cfg.context_hidden)
 
 
 def movie_extras_flops(cfg: ModelConfig, shots: int) -> int:

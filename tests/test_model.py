@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from ssmp_infer.config import ModelConfig, model_preset
-from ssmp_infer.context_prior import LOCAL_SHOTS, context_features
+from ssmp_infer.context_prior import LOCAL_SHOTS, NOVELTY_SHOTS, context_features
 from ssmp_infer.model import (
+    NUM_POSITION_FEATURES,
     SSMPEncoder,
     num_parameters,
     position_features,
@@ -261,6 +262,53 @@ def test_context_features_by_hand():
             jump = u - unit[b, i - 1] if i > 0 else torch.zeros_like(u)
             expected = torch.cat([u, u - mean, u - near, jump, torch.tensor([before, after]), positions[b, i]])
             assert_close(local[b, i], expected, atol=1e-6, rtol=1e-6)
+
+
+def test_novelty_by_hand():
+    """With context_novelty, one more feature after the two cosines: one minus the shot's highest cosine with
+    the NOVELTY_SHOTS real shots before it (0 for the first shot); padding changes no real shot's."""
+    g = torch.Generator().manual_seed(2)
+    lengths, I, D = [9, 4], 9, 4
+    unit = torch.nn.functional.normalize(torch.randn(2, I, D, generator=g), dim=-1)
+    unit[0, 7] = unit[0, 3]  # a repeat of a shot four before: nothing new
+    valid = torch.arange(I)[None] < torch.tensor(lengths)[:, None]
+    unit = unit.masked_fill(~valid[..., None], 7.0)
+    positions = torch.randn(2, I, 3, generator=g)
+    plain = context_features(unit, valid, positions, local=True)
+    got = context_features(unit, valid, positions, local=True, novelty=True)
+    column = 4 * D + 2
+    assert got.shape[-1] == plain.shape[-1] + 1
+    assert torch.equal(got[..., :column], plain[..., :column]) and torch.equal(got[..., column + 1:], plain[..., column:])
+    for b, n in enumerate(lengths):
+        for i in range(n):
+            before = unit[b, max(0, i - NOVELTY_SHOTS): i]
+            expected = 0.0 if i == 0 else 1 - float((before @ unit[b, i]).max())
+            assert abs(float(got[b, i, column]) - expected) < 1e-6, (b, i)
+    assert abs(float(got[0, 7, column])) < 1e-6
+    assert float(got[0, 8, column]) > 0
+
+
+def test_a_wider_context_branch_with_novelty_and_dropout_keeps_its_checkpoint_names():
+    """The options change the branch's sizes, never its weights' names: a checkpoint of the old branch
+    loads into the new code (its config has none of the new fields), and dropout acts only in training."""
+    base = {**PREFIX.to_dict(), "shot_prior": True, "context_prior": True}
+    wider = {**base, "context_hidden": 32, "context_novelty": True, "context_dropout": 0.5}
+    old, new = SSMPEncoder(ModelConfig(**base)), SSMPEncoder(ModelConfig(**wider))
+    assert old.state_dict().keys() == new.state_dict().keys()
+    assert new.context_prior.mlp[0].weight.shape == (32, old.context_prior.mlp[0].weight.shape[1] + 1)
+    assert ModelConfig.from_dict({k: v for k, v in base.items() if not k.startswith("context_")} | {"context_prior": True}
+                                 ).context_hidden == 64
+    torch.nn.init.normal_(new.context_prior.mlp[2].weight)
+    movie = torch.nn.functional.normalize(torch.randn(1, 12, PREFIX.feature_dim), dim=-1)
+    valid, positions = torch.ones(1, 12, dtype=torch.bool), torch.zeros(1, 12, NUM_POSITION_FEATURES)
+    new.eval()
+    assert torch.equal(new.context_prior(movie, valid, positions), new.context_prior(movie, valid, positions))
+    new.train()
+    assert not torch.equal(new.context_prior(movie, valid, positions), new.context_prior(movie, valid, positions))
+    with pytest.raises(ValueError, match="context_novelty .* needs context_prior"):
+        ModelConfig(**{**wider, "context_prior": False, "context_dropout": 0.0})
+    with pytest.raises(ValueError, match="context_dropout must be in"):
+        ModelConfig(**{**base, "context_dropout": 1.0})
 
 
 def test_the_local_mean_is_local():

@@ -36,11 +36,11 @@ D = 16
 TOL = dict(atol=1e-4, rtol=1e-4)
 
 
-def tiny_model(movie_attention, shot_prior, seed=0, position_keys=True):
+def tiny_model(movie_attention, shot_prior, seed=0, position_keys=True, **context):
     torch.manual_seed(seed)
     cfg = ModelConfig(feature_dim=D, d_model=32, n_layers=2, n_heads=2, d_ff=64, dropout=0.0, temperature=0.1,
                       movie_attention=movie_attention, shot_prior=shot_prior, context_prior=shot_prior,
-                      position_keys=position_keys)
+                      position_keys=position_keys, **context)
     model = SSMPEncoder(cfg).eval()
     with torch.no_grad():  # sharper than the init, so attention is far from uniform and padding would show
         for p in model.parameters():
@@ -69,10 +69,12 @@ def padded_batch(B, I, J, seed):
 
 @pytest.fixture(scope="module")
 def prefix_export(tmp_path_factory):
-    """A prefix-attention model with a shot prior, its context branch and position keys, saved as a
-    checkpoint and exported by the CLI."""
+    """A prefix-attention model with a shot prior, its context branch (with the local read, the novelty
+    feature and dropout, which the graph must leave out) and position keys, saved as a checkpoint and
+    exported by the CLI."""
     root = tmp_path_factory.mktemp("prefix")
-    model = tiny_model("prefix", shot_prior=True)
+    model = tiny_model("prefix", shot_prior=True, local_context=True, context_novelty=True, context_hidden=24,
+                       context_dropout=0.5)
     save_checkpoint(model, root / "model", provenance={})
     out = root / "onnx"
     done = subprocess.run(
