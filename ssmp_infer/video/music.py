@@ -190,13 +190,11 @@ def onsets(audio: Audio, flux: tuple[np.ndarray, float, float] | None = None) ->
     if len(flux) < 3 or flux.max() <= 0:
         return np.zeros(0), np.zeros(0)
     spacing = max(1, round(ONSET_SPACING / ONSET_HOP))
-    local = max(3, round(ONSET_LOCAL / ONSET_HOP))
     padded = np.pad(flux, spacing, constant_values=-np.inf)
     is_peak = flux >= np.lib.stride_tricks.sliding_window_view(padded, 2 * spacing + 1).max(axis=1)
     # stands out: above the local median by three of the local spreads (MAD), so a steady texture (noise,
     # a held chord, its vibrato) gives none while a beat in a busy mix still does
-    padded = np.pad(flux, local, mode="reflect")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * local + 1)[: len(flux)]
+    windows = surroundings(flux)
     median = np.median(windows, axis=1)
     spread = np.median(np.abs(windows - median[:, None]), axis=1)
     stands_out = flux > median + np.maximum(3 * spread, ONSET_RISE)
@@ -207,6 +205,12 @@ def onsets(audio: Audio, flux: tuple[np.ndarray, float, float] | None = None) ->
     strength = np.clip(height / np.percentile(height, 95), 0, 1)
     keep = strength >= ONSET_FLOOR
     return peaks[keep] * step + t0, strength[keep]
+
+
+def surroundings(flux: np.ndarray) -> np.ndarray:
+    """(n, window): the flux ONSET_LOCAL s either side of each value (reflected at the ends), a view."""
+    local = max(3, round(ONSET_LOCAL / ONSET_HOP))
+    return np.lib.stride_tricks.sliding_window_view(np.pad(flux, local, mode="reflect"), 2 * local + 1)[: len(flux)]
 
 
 # Beats. Thresholds measured on a real song (a music video's soundtrack, 113 bpm, two excerpts: periodicity
@@ -278,10 +282,7 @@ def beats(audio: Audio, flux: tuple[np.ndarray, float, float] | None = None) -> 
     found = track_beats(flux, period)
     windows = np.lib.stride_tricks.sliding_window_view(np.pad(flux, snap, constant_values=-np.inf), 2 * snap + 1)
     found = np.unique(found - snap + np.argmax(windows[found], axis=1))  # onto the peak nearby
-    local = max(3, round(ONSET_LOCAL / ONSET_HOP))
-    padded = np.pad(flux, local, mode="reflect")
-    median = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * local + 1)[found], axis=1)
-    rise = flux[found] - median
+    rise = flux[found] - np.median(surroundings(flux)[found], axis=1)  # as an onset's height
     if not len(rise) or np.median(rise) < BEAT_PULSE:
         return none
     keep = rise >= BEAT_RISE

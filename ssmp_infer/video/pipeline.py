@@ -241,8 +241,8 @@ def make_trailer(
         else:
             trailer = engine.generate(features, length=length, decode=decode, controls=controls)
             if length is None and trailer.length <= FEW_SHOTS:
-                log(f"trailer: the default length (3.7% of the movie's {num_shots} shots) gives {trailer.length} "
-                    f"shot{'s' if trailer.length > 1 else ''}; pass --length or --music for a longer trailer")
+                log(f"trailer: the default length (3.7% of the movie's {num_shots} shots) gives "
+                    f"{shots_word(trailer.length)}; pass --length or --music for a longer trailer")
         run.step("generate", t, f" ({trailer.length} of {num_shots} shots, {trailer.steps} rounds)")
 
         # 4. the picture (MP4 and contact sheet), then the timeline, EDL and record
