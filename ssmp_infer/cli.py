@@ -338,11 +338,10 @@ def cmd_train(args) -> None:
     from .train import train
 
     overrides = {k: v for k, v in (("dropout", args.dropout), ("shot_prior", args.shot_prior),
-                                   ("position_keys", args.position_keys), ("context_hidden", args.context_hidden),
-                                   ("context_novelty", args.context_novelty), ("context_dropout", args.context_dropout))
-                 if v is not None}
-    if args.context_prior is not None or args.shot_prior is False:  # --no-shot-prior: no branch to add either
-        overrides["context_prior"] = bool(args.context_prior)
+                                   ("context_prior", args.context_prior), ("position_keys", args.position_keys),
+                                   ("context_hidden", args.context_hidden), ("context_novelty", args.context_novelty),
+                                   ("context_dropout", args.context_dropout))
+                 if v is not None}  # model_preset: --no-shot-prior or --no-context-prior drop the branch's refinements
     overrides["feature_dim"] = args.feature_dim or data_feature_dim(args.data)
     model_config = model_preset(args.preset, movie_attention=args.movie_attention, **overrides)
     cfg = train_preset(
@@ -523,11 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position-keys", action=argparse.BooleanOptionalAction, default=None,
                    help="score slots against each shot's feature plus a learned map of its position (default: on "
                    "in both presets; --no-position-keys scores against the features alone, as the paper)")
-    p.add_argument("--context-hidden", type=int, default=None, help="the context branch's hidden units (default 64)")
+    p.add_argument("--context-hidden", type=int, default=None, help="the context branch's hidden units (default: 256 in both presets)")
     p.add_argument("--context-novelty", action=argparse.BooleanOptionalAction, default=None,
-                   help="let the context branch read each shot's novelty against the 5 shots before it (default: off)")
+                   help="let the context branch read each shot's novelty against the 5 shots before it (default: on "
+                   "in both presets)")
     p.add_argument("--context-dropout", type=float, default=None,
-                   help="dropout on the context branch's hidden units (default 0)")
+                   help="dropout on the context branch's hidden units (default: 0.2 in both presets)")
     p.add_argument("--validation-fraction", type=float, default=None,
                    help="share of the train split held out to select the weights whose trailers score best there "
                    "(default 0.15, fewer once their trailers hold 600 slots; 0: keep the last weights)")

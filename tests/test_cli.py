@@ -303,6 +303,23 @@ def test_train_options_reach_the_checkpoint(tiny_data, tmp_path):
     assert not (tmp_path / "m2").exists()
 
 
+def test_train_can_switch_the_context_branch_or_the_shot_prior_off(tiny_data, tmp_path):
+    """The presets refine the branch (local read, novelty, dropout); --no-context-prior and --no-shot-prior
+    must still train, without the branch, and asking for a refinement of a branch that is off is refused."""
+    movie = tiny_data / "test" / "movie_shot_embs" / "movie_0005.npy"
+    for flag, shot_prior in (("--no-context-prior", True), ("--no-shot-prior", False)):
+        out = tmp_path / flag
+        ok(cli("train", "--data", tiny_data, "--out", out, "--epochs", 1, flag))
+        model = json.loads((out / "config.json").read_text())["model"]
+        assert (model["shot_prior"], model["context_prior"], model["local_context"], model["context_novelty"]) \
+            == (shot_prior, False, False, False)
+        assert json.loads(ok(cli("run", movie, "--model", out, "--length", 3)))["length"] == 3
+    bad = cli("train", "--data", tiny_data, "--out", tmp_path / "m", "--epochs", 1, "--no-context-prior",
+              "--context-novelty")
+    assert_clean_failure(bad, "context_novelty")
+    assert not (tmp_path / "m").exists()
+
+
 def test_train_rejects_bad_input(tmp_path):
     assert_clean_failure(cli("train", "--data", tmp_path, "--out", tmp_path / "m"), "train/movie_shot_embs")
     assert_clean_failure(cli("train", "--data", tmp_path, "--out", tmp_path / "m", "--epochs", 0), "epochs")

@@ -105,6 +105,21 @@ def test_score_logits_gives_padded_shots_no_probability():
     assert_close(score_logits(pred, movie, valid, 0.1)[1, 2, 1], cos / 0.1, atol=1e-5, rtol=1e-5)
 
 
+def test_presets_train_the_wide_context_branch_and_switching_it_off_drops_its_refinements():
+    for name in ("paper", "demo"):
+        cfg = model_preset(name)
+        assert (cfg.context_prior, cfg.local_context, cfg.context_hidden, cfg.context_novelty, cfg.context_dropout) \
+            == (True, True, 256, True, 0.2)
+        for off in (dict(context_prior=False), dict(shot_prior=False)):
+            cfg = model_preset(name, **off)
+            assert not (cfg.context_prior or cfg.local_context or cfg.context_novelty) and cfg.context_dropout == 0
+            assert SSMPEncoder(cfg).context_prior is None
+        with pytest.raises(ValueError, match="context_novelty .* needs context_prior"):
+            model_preset(name, context_prior=False, context_novelty=True)  # asked for both: a contradiction
+        with pytest.raises(ValueError, match="context_prior .* needs shot_prior"):
+            model_preset(name, shot_prior=False, context_prior=True)
+
+
 def test_presets():
     paper = model_preset("paper")
     assert (paper.n_layers, paper.n_heads, paper.d_model, paper.d_ff, paper.feature_dim) == (4, 4, 1024, 2048, 1024)
@@ -328,11 +343,12 @@ def test_the_local_mean_is_local():
 
 
 def test_checkpoint_configs_without_the_shot_prior_keep_the_papers_scoring():
+    branch = ("context_hidden", "context_novelty", "context_dropout")  # fields newer than the local read
     old = {k: v for k, v in model_preset("demo").to_dict().items()
-           if k not in ("shot_prior", "context_prior", "local_context")}
+           if k not in ("shot_prior", "context_prior", "local_context", *branch)}
     assert ModelConfig.from_dict(old).shot_prior is False and ModelConfig.from_dict(old).context_prior is False
     # a checkpoint from before the local read keeps its narrower context branch (and loads its weights)
-    before_local = {k: v for k, v in model_preset("demo").to_dict().items() if k != "local_context"}
+    before_local = {k: v for k, v in model_preset("demo").to_dict().items() if k not in ("local_context", *branch)}
     assert ModelConfig.from_dict(before_local).context_prior and not ModelConfig.from_dict(before_local).local_context
     assert model_preset("demo").local_context and model_preset("paper").local_context
     with pytest.raises(ValueError, match="local_context .* needs context_prior"):
