@@ -1,7 +1,7 @@
 """A second trailer of a movie already seen: the engine with its kept states against the same engine
 without them, on one CMTD-sized synthetic movie, alternating, in one process.
 
-    python benchmarks/state_cache.py [--shots 1909] [--repeats 5] [--mode paper]
+    python benchmarks/state_cache.py [--shots 1909] [--repeats 5] [--mode paper] [--model DIR]
 
 Each timed call asks for another variation (seed s, the default length + s - 1), as an editor does; the warm engine
 has seen the movie once before the timing starts. The last line is JSON: the medians and their ratio,
@@ -25,9 +25,10 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=1909)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--mode", default="paper", choices=("paper", "topk"))
+    parser.add_argument("--model", default=None, help="a checkpoint directory of 1024-d features (default: the bundled model)")
     args = parser.parse_args()
     (movie,) = synthetic_movies(1, args.shots, 1024, seed=0)
-    warm, cold = Engine.load(device="cpu"), Engine.load(device="cpu", state_cache_mb=0)
+    warm, cold = Engine.load(args.model, device="cpu"), Engine.load(args.model, device="cpu", state_cache_mb=0)
     warm.generate(movie, decode=DecodeConfig(mode=args.mode))  # the movie seen once
     times = {"warm": [], "cold": []}
     same = True
