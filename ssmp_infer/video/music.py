@@ -81,18 +81,23 @@ def check_music(audio: Audio) -> None:
         raise InputError(f"music {audio.path} lasts {audio.duration:.2f} s; at least {MIN_MUSIC:g} s is needed")
 
 
-def band_energies(audio: Audio) -> np.ndarray:
-    """(frames, BANDS) standardised log band energies, one row every HOP_SECONDS."""
+def band_power(audio: Audio, hop: int, win: int, low: float) -> np.ndarray:
+    """(frames, BANDS) power of the mono mix in Hann windows of `win` samples every `hop`, summed over BANDS
+    log-spaced bands from `low` Hz to Nyquist; the end is zero-padded to a whole window."""
     x = audio.samples.mean(axis=0)
-    hop = int(HOP_SECONDS * audio.rate)
-    win = 2 * hop
     n = max(1, 1 + (len(x) - win) // hop)
     x = np.pad(x, (0, max(0, (n - 1) * hop + win - len(x))))
     frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:n] * np.hanning(win)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (n, win/2 + 1)
     freqs = np.fft.rfftfreq(win, 1 / audio.rate)
-    edges = np.geomspace(40.0, audio.rate / 2, BANDS + 1)
-    band = np.stack([power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(edges, edges[1:])], axis=1)
+    edges = np.geomspace(low, audio.rate / 2, BANDS + 1)
+    return np.stack([power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(edges, edges[1:])], axis=1)
+
+
+def band_energies(audio: Audio) -> np.ndarray:
+    """(frames, BANDS) standardised log band energies, one row every HOP_SECONDS."""
+    hop = int(HOP_SECONDS * audio.rate)
+    band = band_power(audio, hop, 2 * hop, 40.0)
     # Floors: energy 80 dB under the loudest band (silence is not infinitely quiet), spread 0.5 nats
     # (~2 dB) so a band that barely moves (a steady tone's) is not blown up into change points.
     feats = np.log(band + 1e-8 * band.max() + 1e-20)
@@ -166,16 +171,9 @@ class MusicChanges:
 def onset_flux(audio: Audio) -> tuple[np.ndarray, float, float]:
     """Positive spectral flux of log band energies, the seconds between values (ONSET_HOP in whole
     samples) and the time of value 0."""
-    x = audio.samples.mean(axis=0)
     hop = max(1, round(ONSET_HOP * audio.rate))
     win = ONSET_WINDOW
-    n = max(1, 1 + (len(x) - win) // hop)
-    x = np.pad(x, (0, max(0, (n - 1) * hop + win - len(x))))
-    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:n] * np.hanning(win)
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    freqs = np.fft.rfftfreq(win, 1 / audio.rate)
-    edges = np.geomspace(80.0, audio.rate / 2, BANDS + 1)
-    band = np.stack([power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(edges, edges[1:])], axis=1)
+    band = band_power(audio, hop, win, 80.0)
     # dB-like, floored 60 dB under the loudest moment: fluctuations of near-silence are not onsets
     logs = np.log(band + 1e-6 * band.max() + 1e-20)
     flux = np.maximum(np.diff(logs, axis=0), 0).sum(axis=1)
@@ -190,8 +188,7 @@ def onsets(audio: Audio, flux: tuple[np.ndarray, float, float] | None = None) ->
     if len(flux) < 3 or flux.max() <= 0:
         return np.zeros(0), np.zeros(0)
     spacing = max(1, round(ONSET_SPACING / ONSET_HOP))
-    padded = np.pad(flux, spacing, constant_values=-np.inf)
-    is_peak = flux >= np.lib.stride_tricks.sliding_window_view(padded, 2 * spacing + 1).max(axis=1)
+    is_peak = flux >= neighbourhood(flux, spacing, -np.inf).max(axis=1)
     # stands out: above the local median by three of the local spreads (MAD), so a steady texture (noise,
     # a held chord, its vibrato) gives none while a beat in a busy mix still does
     windows = surroundings(flux)
@@ -209,8 +206,14 @@ def onsets(audio: Audio, flux: tuple[np.ndarray, float, float] | None = None) ->
 
 def surroundings(flux: np.ndarray) -> np.ndarray:
     """(n, window): the flux ONSET_LOCAL s either side of each value (reflected at the ends), a view."""
-    local = max(3, round(ONSET_LOCAL / ONSET_HOP))
-    return np.lib.stride_tricks.sliding_window_view(np.pad(flux, local, mode="reflect"), 2 * local + 1)[: len(flux)]
+    return neighbourhood(flux, max(3, round(ONSET_LOCAL / ONSET_HOP)))
+
+
+def neighbourhood(flux: np.ndarray, half: int, fill: float | None = None) -> np.ndarray:
+    """(n, 2 * half + 1) view: each value with the `half` values either side; past the ends `fill`, or the
+    flux reflected when None."""
+    padded = np.pad(flux, half, mode="reflect") if fill is None else np.pad(flux, half, constant_values=fill)
+    return np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
 
 
 # Beats. Thresholds measured on a real song (a music video's soundtrack, 113 bpm, two excerpts: periodicity
@@ -280,8 +283,7 @@ def beats(audio: Audio, flux: tuple[np.ndarray, float, float] | None = None) -> 
         return none
     snap = max(1, round(BEAT_SNAP / step))
     found = track_beats(flux, period)
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(flux, snap, constant_values=-np.inf), 2 * snap + 1)
-    found = np.unique(found - snap + np.argmax(windows[found], axis=1))  # onto the peak nearby
+    found = np.unique(found - snap + np.argmax(neighbourhood(flux, snap, -np.inf)[found], axis=1))  # onto the peak nearby
     rise = flux[found] - np.median(surroundings(flux)[found], axis=1)  # as an onset's height
     if not len(rise) or np.median(rise) < BEAT_PULSE:
         return none
