@@ -359,6 +359,7 @@ def cmd_train(args) -> None:
         ema_decay=args.ema_decay,
         patience=args.patience,
         feature_noise=args.feature_noise,
+        shot_drop=args.shot_drop,
         crop_shots=args.crop_shots,
     )
     if args.method != "ssmp":
@@ -540,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-noise", type=float, default=None,
                    help="re-encoding noise on the movie features while training, a share of each feature's norm "
                    "(default 0.1; 0: none)")
+    p.add_argument("--shot-drop", type=float, default=None,
+                   help="share of the shots no trailer slot names left out of each training movie, anew each time "
+                   "(default 0; 0: none)")
     p.add_argument("--ema-decay", type=float, default=None,
                    help="validate and save a moving average of the weights with this decay (default 0.99; 0: the raw weights)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the train split (default: the preset's)")

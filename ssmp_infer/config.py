@@ -231,6 +231,7 @@ MAX_VIEWS = 64
 MAX_LR = 1.0
 # Noise as large as the feature itself leaves a shot's direction barely recognisable.
 MAX_FEATURE_NOISE = 1.0
+MAX_SHOT_DROP = 0.9  # a movie must keep shots besides its trailer's for the model to choose among
 
 
 @dataclass
@@ -258,6 +259,9 @@ class TrainConfig:
     # Re-encoding noise on the movie features while training, as a share of each feature's norm
     # (trainer.augment; 0: none).
     feature_noise: float = 0.1
+    # Share of the shots no trailer slot names left out of each training movie, drawn anew each time
+    # it comes round (trainer.drop_shots; 0: none).
+    shot_drop: float = 0.0
     # Train on random windows of this many shots of longer movies (trainer.crop; 0: whole movies).
     crop_shots: int = 512
     # Self-paced mask ratio (paper's reported values).
@@ -298,6 +302,8 @@ class TrainConfig:
             raise InputError(f"--crop-shots must be a whole number of shots, 0 (whole movies) or more, got {self.crop_shots}")
         if not 0 <= self.feature_noise <= MAX_FEATURE_NOISE:
             raise InputError(f"--feature-noise must be from 0 to {MAX_FEATURE_NOISE:g}, got {self.feature_noise}")
+        if not 0 <= self.shot_drop <= MAX_SHOT_DROP:
+            raise InputError(f"--shot-drop must be from 0 to {MAX_SHOT_DROP:g}, got {self.shot_drop}")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.whole_range_share <= 1:

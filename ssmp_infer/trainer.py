@@ -172,6 +172,27 @@ def crop(examples: list[Example], max_shots: int, rng: np.random.Generator) -> l
     return out
 
 
+def drop_shots(examples: list[Example], rate: float, generator: torch.Generator) -> list[Example]:
+    """Each movie with a random share `rate` of the shots no trailer slot names left out (0: unchanged),
+    the targets renumbered to the shots that remain.
+
+    Why: another cut of the same film (a scene trimmed, an insert gone) is still the same film, and the
+    trailer's shots are still its trailer material. With a hundred-odd training movies a model learns
+    each movie's exact run of shots; a movie seen with ever other shots gone has neighbours, scene
+    lengths and positions that differ each time it comes round, and only what makes a shot trailer
+    material stays.
+    """
+    if rate <= 0:
+        return examples
+    out = []
+    for e in examples:
+        keep = torch.rand(len(e.movie), generator=generator, device=e.movie.device) >= rate
+        keep[e.targets] = True
+        renumber = torch.cumsum(keep, dim=0) - 1
+        out.append(Example(e.name, e.movie[keep], e.trailer, renumber[e.targets], e.window))
+    return out
+
+
 def augment(examples: list[Example], noise: float, generator: torch.Generator) -> list[Example]:
     """The batch with re-encoding noise on every movie shot: each feature plus isotropic noise of
     `noise` times its norm (0: unchanged). The targets stay: they name shots, not vectors.
@@ -233,6 +254,7 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
     examples = to_device(load_split(data_root, "train", model.cfg.feature_dim), device)
     torch.manual_seed(cfg.seed)
     noise_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    drop_generator = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     order_rng = np.random.default_rng(cfg.seed)
     examples, held_out = split_validation(examples, cfg.validation_fraction, order_rng)
     model.to(device).train()
@@ -302,7 +324,8 @@ def fit(method: Method, data_root, out_dir, cfg: TrainConfig, force: bool = Fals
         lr = lr_at(progress, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = crop([examples[i] for i in batch], cfg.crop_shots, order_rng)
+        batch = drop_shots([examples[i] for i in batch], cfg.shot_drop, drop_generator)
+        batch = crop(batch, cfg.crop_shots, order_rng)
         loss, stats = method.loss(augment(batch, cfg.feature_noise, noise_generator), progress)
         if not torch.isfinite(loss):  # a host sync that float(loss) below pays anyway
             raise InputError(

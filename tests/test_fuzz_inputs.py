@@ -475,6 +475,8 @@ def cases(fix: Path) -> dict[str, Case]:
                                         words=("--feature-noise",)),
         "train_feature_noise_huge": Case(lambda t: train + ["--out", t / "ck", "--feature-noise", "5"],
                                          words=("--feature-noise",)),
+        "train_shot_drop_nan": Case(lambda t: train + ["--out", t / "ck", "--shot-drop", "nan"], words=("--shot-drop",)),
+        "train_shot_drop_all": Case(lambda t: train + ["--out", t / "ck", "--shot-drop", "1"], words=("--shot-drop",)),
         "train_crop_shots_negative": Case(lambda t: train + ["--out", t / "ck", "--crop-shots", "-1"],
                                           words=("--crop-shots",)),
         "train_patience_negative": Case(lambda t: train + ["--out", t / "ck", "--patience", "-3"], words=("--patience",)),

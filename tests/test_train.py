@@ -123,6 +123,35 @@ def test_training_draws_its_ratios_with_the_configured_share(tiny_data, tmp_path
     assert seen and set(seen) == {0.3}
 
 
+def test_training_steps_see_the_movies_with_the_configured_share_of_shots_dropped(tiny_data, tmp_path, monkeypatch):
+    """--shot-drop reaches every step: the movies a step trains on hold every trailer shot and about the
+    configured share fewer of the others than the files (0: the files' shots, all of them)."""
+    import ssmp_infer.trainer as trainer
+
+    whole = {e.name: e for e in load_split(tiny_data, "train")}
+    real, seen = trainer.crop, []
+
+    def recording(examples, max_shots, rng):
+        seen.extend(examples)
+        return real(examples, max_shots, rng)
+
+    monkeypatch.setattr(trainer, "crop", recording)
+    cfg = ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0)
+    for rate in (0.0, 0.5):
+        seen.clear()
+        train(tiny_data, tmp_path / f"m{rate}", cfg, TrainConfig(lr=1e-3, batch_size=8, epochs=1, shot_drop=rate,
+                                                                  validation_fraction=0), log=io.StringIO())
+        assert len(seen) == len(whole)
+        others = dropped = 0
+        for e in seen:
+            source = whole[e.name]
+            kept = e.movie.cpu().numpy()
+            np.testing.assert_array_equal(kept[e.targets.cpu().numpy()], source.movie[source.targets])
+            others += len(source.movie) - len(set(source.targets.tolist()))
+            dropped += len(source.movie) - len(kept)
+        assert abs(dropped / others - rate) < 0.05
+
+
 def test_lr_schedule_warms_up_then_decays():
     cfg = TrainConfig(lr=1e-3, warmup_fraction=0.1)
     lrs = [lr_at(s / 100, cfg) for s in range(100)]
@@ -459,6 +488,25 @@ def test_feature_noise_keeps_the_targets_and_moves_each_shot_by_its_share():
     torch.testing.assert_close(ratio, torch.full((50,), 0.25), atol=1e-5, rtol=1e-5)
     again = augment([example], 0.25, g)[0]
     assert not torch.equal(again.movie, noisy.movie)  # fresh noise every step
+
+
+def test_shot_drop_keeps_every_trailer_shot_and_leaves_out_its_share_of_the_others_anew_each_time():
+    from ssmp_infer.data import Example
+    from ssmp_infer.trainer import drop_shots
+
+    movie = torch.arange(2000, dtype=torch.float32)[:, None].repeat(1, 8)  # row i holds i: where a row came from
+    targets = torch.tensor([1500, 3, 700, 3, 1999])  # trailer order, a shot named twice
+    example = Example("m", movie, None, targets)
+    g = torch.Generator().manual_seed(0)
+    assert drop_shots([example], 0.0, g)[0] is example
+    first, second = (drop_shots([example], 0.3, g)[0] for _ in range(2))
+    for kept in (first, second):
+        origin = kept.movie[:, 0].long()
+        assert torch.equal(kept.movie[kept.targets], movie[targets])  # each slot still names its shot
+        assert torch.all(origin[1:] > origin[:-1])  # film order kept
+        others = 2000 - 4
+        assert abs((2000 - len(kept.movie)) / others - 0.3) < 0.04
+    assert not torch.equal(first.movie[:, 0][:200], second.movie[:, 0][:200])  # other shots each time
 
 
 def test_crops_keep_the_trailer_shots_inside_in_order_and_where_they_lie():
