@@ -13,20 +13,18 @@ The id is the content's hash: uploading the same features twice gives the same i
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..state_cache import content_digest
 
 
 def movie_id(features: np.ndarray) -> str:
     """A checked (I, D) float32 movie's id: 24 hex digits of its content's hash (shape included)."""
-    h = hashlib.blake2b(f"{features.shape}|{features.dtype}|".encode(), digest_size=12)
-    h.update(np.ascontiguousarray(features).data)
-    return h.hexdigest()
+    return content_digest(b"movie", features, 24)
 
 
 @dataclass
