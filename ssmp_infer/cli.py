@@ -276,7 +276,7 @@ TRAIN_ONLY_OPTIONS = (("--movie-attention", "movie_attention", DEFAULT_MOVIE_ATT
                       ("--shot-prior", "shot_prior", None), ("--context-prior", "context_prior", None),
                       ("--position-keys", "position_keys", None), ("--whole-range-share", "whole_range_share", None),
                       ("--context-hidden", "context_hidden", None), ("--context-novelty", "context_novelty", None),
-                      ("--context-dropout", "context_dropout", None))
+                      ("--context-dropout", "context_dropout", None), ("--context-profile", "context_profile", None))
 
 
 def refuse_ssmp_options(args, options) -> None:
@@ -340,7 +340,7 @@ def cmd_train(args) -> None:
     overrides = {k: v for k, v in (("dropout", args.dropout), ("shot_prior", args.shot_prior),
                                    ("context_prior", args.context_prior), ("position_keys", args.position_keys),
                                    ("context_hidden", args.context_hidden), ("context_novelty", args.context_novelty),
-                                   ("context_dropout", args.context_dropout))
+                                   ("context_dropout", args.context_dropout), ("context_profile", args.context_profile))
                  if v is not None}  # model_preset: --no-shot-prior or --no-context-prior drop the branch's refinements
     overrides["feature_dim"] = args.feature_dim or data_feature_dim(args.data)
     model_config = model_preset(args.preset, movie_attention=args.movie_attention, **overrides)
@@ -529,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "in both presets)")
     p.add_argument("--context-dropout", type=float, default=None,
                    help="dropout on the context branch's hidden units (default: 0.2 in both presets)")
+    p.add_argument("--context-profile", type=int, default=None, metavar="K",
+                   help="let the context branch read each shot's cosine with the shots 2 to K before and after it, "
+                   "the profile a scene change shows (default: 0, off)")
     p.add_argument("--validation-fraction", type=float, default=None,
                    help="share of the train split held out to select the weights whose trailers score best there "
                    "(default 0.15, fewer once their trailers hold 600 slots; 0: keep the last weights)")

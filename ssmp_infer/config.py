@@ -12,6 +12,7 @@ DEFAULT_TRAILER_FRACTION = 0.037
 
 MOVIE_ATTENTION = ("full", "prefix")
 DEFAULT_MOVIE_ATTENTION = "prefix"
+MAX_CONTEXT_PROFILE = 16  # the context branch's similarity profile reaches at most this many shots each side
 MASK_SCHEDULES = ("self-paced", "uniform", "linear-asc", "linear-desc")
 
 
@@ -57,6 +58,10 @@ class ModelConfig(NetworkSize):
     context_hidden: int = 64
     context_novelty: bool = False
     context_dropout: float = 0.0
+    # K > 0: the context branch also reads each shot's cosine with the shots 2 to K before and after it, the
+    # similarity profile a scene-change detector reads (ssmp_infer/context_prior.py). 0: not (the branch
+    # before 2026-12-07, and a config without the field).
+    context_profile: int = 0
     # Score slots against position-aware keys: k_i = normalize(m_i + W_k·pos_i), not m_i alone, and feed
     # a locked slot k_g, so a slot can say where in the movie its shot lies (see SSMPEncoder.shot_keys).
     position_keys: bool = False
@@ -98,6 +103,11 @@ class ModelConfig(NetworkSize):
             raise InputError("model config: local_context widens the context branch, so it needs context_prior true")
         if self.context_novelty and not self.context_prior:
             raise InputError("model config: context_novelty widens the context branch, so it needs context_prior true")
+        if self.context_profile and not self.context_prior:
+            raise InputError("model config: context_profile widens the context branch, so it needs context_prior true")
+        if self.context_profile and not 2 <= self.context_profile <= MAX_CONTEXT_PROFILE:
+            raise InputError(f"model config: context_profile must be 0 (off) or from 2 to {MAX_CONTEXT_PROFILE}, "
+                             f"got {self.context_profile}")
         if not 0 <= self.context_dropout < 1:
             raise InputError(f"model config: context_dropout must be in [0, 1), got {self.context_dropout}")
         if self.movie_attention not in MOVIE_ATTENTION:
@@ -136,7 +146,7 @@ PRESETS = {
 
 
 # What refines the context branch, and what each is without the branch.
-BRANCH_REFINEMENTS = dict(local_context=False, context_novelty=False, context_dropout=0.0)
+BRANCH_REFINEMENTS = dict(local_context=False, context_novelty=False, context_dropout=0.0, context_profile=0)
 
 
 def model_preset(name: str, **overrides) -> ModelConfig:

@@ -11,10 +11,16 @@ a single feature cannot say about itself:
   shots), and how far the cut into it jumps;
 - with `ModelConfig.context_novelty`, its novelty: one minus its highest cosine with the NOVELTY_SHOTS
   shots before it (a new place or face after a run of one scene; 0 for a shot that repeats one just
-  seen). A movie-wide mean cannot say either: two scenes apart, the
-  same shot is ordinary in one and stands out in the other. Measured (README, Training): on a world
-  whose worthiness mixes kind-gated factors, contrasts and position, test F1 0.316 → 0.397 (A) and
-  0.338 → 0.382 (CMTD-sized C); unchanged within a seed's spread on the others.
+  seen);
+- with `ModelConfig.context_profile` K, its similarity profile: its cosine with each shot 2 to K before
+  and after it (0 where the movie has none). A scene's opening shot is unlike the shots before it and
+  like the ones after it, and one shot's cosine with its neighbours mixes that with the shot's own look;
+  the profile over a few shots each side is what a scene-change detector reads. An option, off in both
+  presets: it moved test F1 within or near a seed's spread on every world measured (RESULTS, 2026-12-07).
+A movie-wide mean cannot say what the local read says: two scenes apart, the same shot is ordinary in
+one and stands out in the other. Measured (README, Training): on a world whose worthiness mixes
+kind-gated factors, contrasts and position, test F1 0.316 → 0.397 (A) and 0.338 → 0.382 (CMTD-sized C);
+unchanged within a seed's spread on the others.
 
 Why a branch and not only the encoder: on data of another structure than `ssmp-infer synth`'s
 (recurring locations and cast, a per-movie look), the encoder's prior picked the trailer's shots
@@ -36,9 +42,10 @@ NOVELTY_SHOTS = 5  # with context_novelty: a shot's novelty is against this many
 
 
 def context_features(movie_unit: torch.Tensor, movie_valid: torch.Tensor, positions: torch.Tensor,
-                     local: bool = False, novelty: bool = False) -> torch.Tensor:
+                     local: bool = False, novelty: bool = False, profile: int = 0) -> torch.Tensor:
     """(B, I, D) unit features, (B, I) validity, (B, I, P) position features -> (B, I, 2D + 2 + P), or with
-    `local` (B, I, 4D + 2 + P); `novelty` adds one feature after the two cosines.
+    `local` (B, I, 4D + 2 + P); `novelty` adds one feature after the two cosines, and `profile` K then
+    2(K - 1) more (`similarity_profile`).
 
     Padding-invariant: the means run over real shots only, and the first and last real shots are their
     own missing neighbour (cosine 1, no change from the shot before), as if the movie ended there.
@@ -58,6 +65,8 @@ def context_features(movie_unit: torch.Tensor, movie_valid: torch.Tensor, positi
     scalars = [cos_before[..., None], cos_after[..., None]]
     if novelty:
         scalars.append(novelty_against_before(unit, index)[..., None])
+    if profile:
+        scalars.append(similarity_profile(unit, movie_valid, index, profile))
     return torch.cat(parts + scalars + [positions], dim=-1)
 
 
@@ -70,6 +79,19 @@ def novelty_against_before(unit: torch.Tensor, index: torch.Tensor) -> torch.Ten
         cos = torch.where(index[None, :] >= k, (unit * earlier).sum(dim=-1), torch.full_like(nearest, -1.0))
         nearest = torch.maximum(nearest, cos)
     return torch.where(index[None, :] == 0, torch.zeros_like(nearest), 1 - nearest)
+
+
+def similarity_profile(unit: torch.Tensor, movie_valid: torch.Tensor, index: torch.Tensor, reach: int) -> torch.Tensor:
+    """(B, I, 2(reach - 1)): each shot's cosine with the shots 2 to `reach` before it, then 2 to `reach` after
+    it; 0 where that shot lies outside the real movie, so padding changes nothing. (Offset 1 is the branch's
+    cosine before and after.)"""
+    length = movie_valid.sum(dim=1, keepdim=True)  # (B, 1)
+    columns = []
+    for offset in [-k for k in range(2, reach + 1)] + list(range(2, reach + 1)):
+        other = unit.roll(-offset, dims=1)  # shot i + offset at i (wrapped rows are masked below)
+        inside = (index[None, :] + offset >= 0) & (index[None, :] + offset < length)
+        columns.append(torch.where(inside, (unit * other).sum(dim=-1), torch.zeros_like(unit[..., 0])))
+    return torch.stack(columns, dim=-1)
 
 
 def local_mean(unit: torch.Tensor, valid: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -86,11 +108,11 @@ class ContextPrior(nn.Module):
     """(B, I) logits added to the encoder's shot prior; zero for every shot at initialisation."""
 
     def __init__(self, feature_dim: int, position_dim: int, local: bool, hidden: int, novelty: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, profile: int = 0):
         super().__init__()
-        self.local, self.novelty = local, novelty
+        self.local, self.novelty, self.profile = local, novelty, profile
         self.mlp = nn.Sequential(
-            nn.Linear(context_width(feature_dim, position_dim, local, novelty), hidden),
+            nn.Linear(context_width(feature_dim, position_dim, local, novelty, profile), hidden),
             nn.GELU(),
             nn.Linear(hidden, 1),
         )
@@ -101,11 +123,13 @@ class ContextPrior(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, movie_unit: torch.Tensor, movie_valid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        hidden = self.mlp[1](self.mlp[0](context_features(movie_unit, movie_valid, positions, self.local, self.novelty)))
+        hidden = self.mlp[1](self.mlp[0](context_features(movie_unit, movie_valid, positions, self.local, self.novelty,
+                                                         self.profile)))
         return self.mlp[2](self.drop(hidden)).squeeze(-1)
 
 
-def context_width(feature_dim: int, position_dim: int, local: bool, novelty: bool) -> int:
+def context_width(feature_dim: int, position_dim: int, local: bool, novelty: bool, profile: int = 0) -> int:
     """The branch's input size: its vectors, its scalars, the position features."""
     vectors = 2 + (LOCAL_VECTORS if local else 0)
-    return vectors * feature_dim + NEIGHBOUR_FEATURES + int(novelty) + position_dim
+    profile_width = 2 * (profile - 1) if profile else 0
+    return vectors * feature_dim + NEIGHBOUR_FEATURES + int(novelty) + profile_width + position_dim

@@ -24,7 +24,8 @@ def context_prior_flops(cfg: ModelConfig, shots: int) -> int:
     """The shot prior's context branch over a movie: zero for a model without one."""
     if not cfg.context_prior:
         return 0
-    width = context_width(cfg.feature_dim, NUM_POSITION_FEATURES, cfg.local_context, cfg.context_novelty)
+    width = context_width(cfg.feature_dim, NUM_POSITION_FEATURES, cfg.local_context, cfg.context_novelty,
+                          cfg.context_profile)
     return 2 * shots * (width * cfg.context_hidden + cfg.context_hidden)
 
 

@@ -216,7 +216,8 @@ class SSMPEncoder(nn.Module):
         # b_i from the movie token's last state; starts at zero so P starts as the paper's cos/tau.
         self.shot_head = nn.Linear(cfg.d_model, 1) if cfg.shot_prior else None
         self.context_prior = ContextPrior(cfg.feature_dim, NUM_POSITION_FEATURES, cfg.local_context, cfg.context_hidden,
-                                          cfg.context_novelty, cfg.context_dropout) if cfg.context_prior else None
+                                          cfg.context_novelty, cfg.context_dropout, cfg.context_profile
+                                          ) if cfg.context_prior else None
         self.key_position = nn.Linear(NUM_POSITION_FEATURES, cfg.feature_dim, bias=False) if cfg.position_keys else None
         self.apply(self._init_weights)
         if self.shot_head is not None:

@@ -288,17 +288,18 @@ def test_train_max_minutes_stops_cleanly_and_saves(tiny_data, tmp_path):
 def test_train_options_reach_the_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "model"
     args = ("--epochs", 1, "--movie-attention", "prefix", "--mask-schedule", "linear-desc", "--device", "cpu",
-            "--context-hidden", 24, "--context-novelty", "--context-dropout", 0.1)
+            "--context-hidden", 24, "--context-novelty", "--context-dropout", 0.1, "--context-profile", 3)
     ok(cli("train", "--data", tiny_data, "--out", out, *args))
     meta = json.loads((out / "config.json").read_text())
     assert meta["model"]["movie_attention"] == "prefix"
     model = meta["model"]
-    assert (model["context_hidden"], model["context_novelty"], model["context_dropout"]) == (24, True, 0.1)
+    assert (model["context_hidden"], model["context_novelty"], model["context_dropout"], model["context_profile"]) \
+        == (24, True, 0.1, 3)
     assert meta["training"]["config"]["mask_schedule"] == "linear-desc" and meta["training"]["device"] == "cpu"
     movie = tiny_data / "test" / "movie_shot_embs" / "movie_0005.npy"
     assert json.loads(ok(cli("run", movie, "--model", out, "--length", 3)))["length"] == 3
     for bad, word in (("--mask-schedule", "uniformly"), ("--movie-attention", "causal"), ("--device", "tpu"),
-                      ("--context-dropout", "1.5")):
+                      ("--context-dropout", "1.5"), ("--context-profile", "1"), ("--context-profile", "17")):
         assert_clean_failure(cli("train", "--data", tiny_data, "--out", tmp_path / "m2", bad, word), word)
     assert not (tmp_path / "m2").exists()
 
@@ -314,10 +315,10 @@ def test_train_can_switch_the_context_branch_or_the_shot_prior_off(tiny_data, tm
         assert (model["shot_prior"], model["context_prior"], model["local_context"], model["context_novelty"]) \
             == (shot_prior, False, False, False)
         assert json.loads(ok(cli("run", movie, "--model", out, "--length", 3)))["length"] == 3
-    bad = cli("train", "--data", tiny_data, "--out", tmp_path / "m", "--epochs", 1, "--no-context-prior",
-              "--context-novelty")
-    assert_clean_failure(bad, "context_novelty")
-    assert not (tmp_path / "m").exists()
+    for refinement, word in (("--context-novelty", "context_novelty"), ("--context-profile=4", "context_profile")):
+        bad = cli("train", "--data", tiny_data, "--out", tmp_path / "m", "--epochs", 1, "--no-context-prior", refinement)
+        assert_clean_failure(bad, word)
+        assert not (tmp_path / "m").exists()
 
 
 def test_train_rejects_bad_input(tmp_path):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ssmp_infer.config import ModelConfig, model_preset
-from ssmp_infer.context_prior import LOCAL_SHOTS, NOVELTY_SHOTS, context_features
+from ssmp_infer.context_prior import LOCAL_SHOTS, NOVELTY_SHOTS, context_features, context_width
 from ssmp_infer.model import (
     NUM_POSITION_FEATURES,
     SSMPEncoder,
@@ -303,6 +303,33 @@ def test_novelty_by_hand():
     assert float(got[0, 8, column]) > 0
 
 
+def test_similarity_profile_by_hand():
+    """With context_profile K, 2(K - 1) more features after novelty: the shot's cosine with the shots 2..K
+    before it, then 2..K after it, 0 where the real movie has no such shot; a padded movie's real shots get
+    what the same movie alone gets, and the features before the profile are unchanged."""
+    g = torch.Generator().manual_seed(3)
+    lengths, I, D, reach = [9, 5], 9, 4, 3
+    unit = torch.nn.functional.normalize(torch.randn(2, I, D, generator=g), dim=-1)
+    valid = torch.arange(I)[None] < torch.tensor(lengths)[:, None]
+    unit = unit.masked_fill(~valid[..., None], 7.0)
+    positions = torch.randn(2, I, 3, generator=g)
+    plain = context_features(unit, valid, positions, local=True, novelty=True)
+    got = context_features(unit, valid, positions, local=True, novelty=True, profile=reach)
+    column = 4 * D + 3
+    assert got.shape[-1] == plain.shape[-1] + 2 * (reach - 1) == context_width(D, 3, True, True, reach)
+    assert torch.equal(got[..., :column], plain[..., :column])
+    assert torch.equal(got[..., column + 2 * (reach - 1):], plain[..., column:])
+    offsets = [-2, -3, 2, 3]
+    for b, n in enumerate(lengths):
+        for i in range(n):
+            for c, offset in enumerate(offsets):
+                j = i + offset
+                expected = float(unit[b, i] @ unit[b, j]) if 0 <= j < n else 0.0
+                assert abs(float(got[b, i, column + c]) - expected) < 1e-6, (b, i, offset)
+    alone = context_features(unit[1:, :5], valid[1:, :5], positions[1:, :5], local=True, novelty=True, profile=reach)
+    assert_close(got[1, :5], alone[0], atol=1e-6, rtol=0)
+
+
 def test_a_wider_context_branch_with_novelty_and_dropout_keeps_its_checkpoint_names():
     """The options change the branch's sizes, never its weights' names: a checkpoint of the old branch
     loads into the new code (its config has none of the new fields), and dropout acts only in training."""
@@ -324,6 +351,17 @@ def test_a_wider_context_branch_with_novelty_and_dropout_keeps_its_checkpoint_na
         ModelConfig(**{**wider, "context_prior": False, "context_dropout": 0.0})
     with pytest.raises(ValueError, match="context_dropout must be in"):
         ModelConfig(**{**base, "context_dropout": 1.0})
+    # the similarity profile widens the first layer by 2(K - 1) inputs, needs the branch, and is 0 or 2..16
+    profiled = SSMPEncoder(ModelConfig(**{**wider, "context_profile": 4}))
+    assert profiled.state_dict().keys() == old.state_dict().keys()
+    assert profiled.context_prior.mlp[0].weight.shape[1] == new.context_prior.mlp[0].weight.shape[1] + 6
+    assert ModelConfig.from_dict(base).context_profile == 0
+    for bad in (1, 17, -2):
+        with pytest.raises(ValueError, match="context_profile must be 0"):
+            ModelConfig(**{**base, "context_profile": bad})
+    with pytest.raises(ValueError, match="context_profile .* needs context_prior"):
+        ModelConfig(**{**base, "context_prior": False, "context_profile": 4})
+    assert model_preset("demo", context_prior=False).context_profile == 0
 
 
 def test_the_local_mean_is_local():

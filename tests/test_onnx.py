@@ -70,11 +70,11 @@ def padded_batch(B, I, J, seed):
 @pytest.fixture(scope="module")
 def prefix_export(tmp_path_factory):
     """A prefix-attention model with a shot prior, its context branch (with the local read, the novelty
-    feature and dropout, which the graph must leave out) and position keys, saved as a checkpoint and
-    exported by the CLI."""
+    feature, the similarity profile and dropout, which the graph must leave out) and position keys, saved as
+    a checkpoint and exported by the CLI."""
     root = tmp_path_factory.mktemp("prefix")
     model = tiny_model("prefix", shot_prior=True, local_context=True, context_novelty=True, context_hidden=24,
-                       context_dropout=0.5)
+                       context_dropout=0.5, context_profile=3)
     save_checkpoint(model, root / "model", provenance={})
     out = root / "onnx"
     done = subprocess.run(
