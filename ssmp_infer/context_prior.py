@@ -75,10 +75,15 @@ def novelty_against_before(unit: torch.Tensor, index: torch.Tensor) -> torch.Ten
     Only earlier shots count, and they are real wherever the shot is, so padding changes nothing."""
     nearest = torch.full_like(unit[..., 0], -1.0)
     for k in range(1, min(NOVELTY_SHOTS, unit.shape[1] - 1) + 1):
-        earlier = torch.cat([unit[:, :k], unit[:, :-k]], dim=1)  # shot i - k at i
-        cos = torch.where(index[None, :] >= k, (unit * earlier).sum(dim=-1), torch.full_like(nearest, -1.0))
+        cos = torch.where(index[None, :] >= k, cosine_with(unit, -k), torch.full_like(nearest, -1.0))
         nearest = torch.maximum(nearest, cos)
     return torch.where(index[None, :] == 0, torch.zeros_like(nearest), 1 - nearest)
+
+
+def cosine_with(unit: torch.Tensor, offset: int) -> torch.Tensor:
+    """(B, I): each shot's cosine with the shot `offset` places after it (before it, if negative). The
+    rows past either end wrap round: callers mask them."""
+    return (unit * unit.roll(-offset, dims=1)).sum(dim=-1)
 
 
 def similarity_profile(unit: torch.Tensor, movie_valid: torch.Tensor, index: torch.Tensor, reach: int) -> torch.Tensor:
@@ -88,9 +93,8 @@ def similarity_profile(unit: torch.Tensor, movie_valid: torch.Tensor, index: tor
     length = movie_valid.sum(dim=1, keepdim=True)  # (B, 1)
     columns = []
     for offset in [-k for k in range(2, reach + 1)] + list(range(2, reach + 1)):
-        other = unit.roll(-offset, dims=1)  # shot i + offset at i (wrapped rows are masked below)
         inside = (index[None, :] + offset >= 0) & (index[None, :] + offset < length)
-        columns.append(torch.where(inside, (unit * other).sum(dim=-1), torch.zeros_like(unit[..., 0])))
+        columns.append(torch.where(inside, cosine_with(unit, offset), torch.zeros_like(unit[..., 0])))
     return torch.stack(columns, dim=-1)
 
 
