@@ -68,7 +68,8 @@ def score_slots(pred, movie_unit, movie_valid, used, temperature, shot_prior=Non
     return score_slots_ref(pred, movie_unit, movie_valid, used, temperature, shot_prior)
 
 
-def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, rows=None, basis=None, movie_coords=None):
+def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, rows=None, basis=None,
+                 movie_coords=None) -> "RoundScores":
     """`used -> (best, prob)` for one round's predictions: `score_slots` with `used` left open.
 
     A round scores its slots once, then again each time a conflict takes a shot away (topk locks the
@@ -96,20 +97,33 @@ def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, ro
     if basis is not None:
         movie_unit = movie_coords
     logits = unit_score_logits(pred, movie_unit, movie_valid, temperature, shot_prior, basis)  # (B, J or width, I)
-    lse = torch.logsumexp(logits, dim=-1)
+    return RoundScores(logits, torch.logsumexp(logits, dim=-1), rows, pick)
 
-    def score(used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        best_score, best = logits.masked_fill(used[:, None, :], float("-inf")).max(dim=-1)
-        prob = torch.exp(best_score - lse)
-        if rows is None:
+
+@dataclass
+class RoundScores:
+    """One round's logits, kept for every re-score of the round (`round_scorer`); called with `used`, the
+    best still-unused shot of every slot and its probability, (B, J) each, in slot order.
+
+    Row w of `logits` is slot `pick[b, w]` (the packed open slots), or slot w when `pick` is None.
+    `locking.lock_most_confident` reads these fields to lock a round's slots one at a time from each
+    slot's best few shots, in place of a masked argmax over the whole matrix per conflict."""
+
+    logits: torch.Tensor  # (B, W, I) float32; -inf on padded shots
+    lse: torch.Tensor  # (B, W) log-sum-exp over every real shot
+    rows: torch.Tensor | None  # (B, J) bool: the slots scored (None: all)
+    pick: torch.Tensor | None  # (B, W) int64: the slot of each row (None: row w is slot w)
+
+    def __call__(self, used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        best_score, best = self.logits.masked_fill(used[:, None, :], float("-inf")).max(dim=-1)
+        prob = torch.exp(best_score - self.lse)
+        if self.rows is None:
             return best, prob
-        if pick is not None:  # back to slot order; a movie with fewer open slots than the widest
+        if self.pick is not None:  # back to slot order; a movie with fewer open slots than the widest
             # one filled its pack with locked slots, which the mask below clears
-            best = torch.zeros(rows.shape, dtype=best.dtype).scatter_(1, pick, best)
-            prob = torch.zeros(rows.shape, dtype=prob.dtype).scatter_(1, pick, prob)
-        return best.masked_fill(~rows, 0), prob.masked_fill(~rows, 0.0)
-
-    return score
+            best = torch.zeros(self.rows.shape, dtype=best.dtype).scatter_(1, self.pick, best)
+            prob = torch.zeros(self.rows.shape, dtype=prob.dtype).scatter_(1, self.pick, prob)
+        return best.masked_fill(~self.rows, 0), prob.masked_fill(~self.rows, 0.0)
 
 
 # --- the streamed kernel ---------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from ssmp_infer.decode import (
     resolve_conflicts,
 )
 from ssmp_infer.engine import Engine
-from ssmp_infer.kernels import score_slots_ref
+from ssmp_infer.kernels import round_scorer, score_slots_ref
+from ssmp_infer.locking import lock_one_at_a_time
 from ssmp_infer.model import SSMPEncoder
 
 from .helpers import assert_close
@@ -186,6 +187,65 @@ def test_lock_most_confident_equals_one_at_a_time_greedy(seed):
     lock_most_confident(state, score, torch.tensor([need]), I)
     got = torch.where(state.locked, state.shots, -1)[0].tolist()
     assert got == greedy_one_at_a_time(scores[0], need)
+
+
+def lock_case(seed: int, kind: str):
+    """A round's scores and a decoding state for the one-at-a-time locking: B movies (the later ones
+    padded), some slots already locked on distinct shots, the open slots' fields poisoned."""
+    g = torch.Generator().manual_seed(seed)
+    B, J = 3, 5 + seed % 20
+    I = J + 3 + seed % 40
+    movie, prior = torch.randn(B, I, D, generator=g), 3 * torch.randn(B, I, generator=g)
+    if kind == "duplicates":  # three distinct shots repeated, prior and all: exact ties in every row,
+        copy_of = torch.randint(0, 3, (I,), generator=g)  # more of them than a slot's list holds
+        movie, prior = movie[:, copy_of], prior[:, copy_of]
+    valid = torch.ones(B, I, dtype=torch.bool)
+    valid[1, I - 2:] = False
+    pred = torch.randn(B, J, D, generator=g)
+    if kind == "shared favourite":  # every slot wants the same shots: a conflict at nearly every lock
+        pred = pred[:, :1] + 0.05 * pred
+    prior = prior.masked_fill(~valid, float("-inf"))
+    locked = torch.rand(B, J, generator=g) < 0.3
+    shots = torch.full((B, J), -5, dtype=torch.int64)  # poison: an open slot's shot must be written
+    used = torch.zeros(B, I, dtype=torch.bool)
+    for b in range(B):
+        taken = torch.randperm(I - 2, generator=g)[:J]
+        shots[b][locked[b]] = taken[locked[b]]
+        used[b, taken[locked[b]]] = True
+    confidence = torch.where(locked, 0.5, -3.0)
+    open_ = ~locked
+    need = torch.tensor([int(torch.randint(0, int(n) + 1, (), generator=g)) for n in open_.sum(dim=1)])
+    need[0] = open_[0].sum()  # one movie locks every open slot
+    unit = F.normalize(movie, dim=-1)
+    scores = round_scorer(pred, unit, valid, 0.1, prior, rows=open_ if seed % 2 else None)
+    return scores, DecodeState(shots, confidence, locked, used), need, I
+
+
+@pytest.mark.parametrize("kind", ["random", "shared favourite", "duplicates"])
+@pytest.mark.parametrize("seed", range(6))
+def test_lock_one_at_a_time_makes_the_batched_loops_locks_bit_for_bit(seed, kind):
+    scores, state, need, I = lock_case(seed, kind)
+    loop = DecodeState(*(t.clone() for t in (state.shots, state.confidence, state.locked, state.used)))
+    lock_most_confident(loop, lambda used: scores(used), need.clone(), I)  # a plain callable: the batched loop
+    lock_one_at_a_time(state, scores, need.clone())
+    for name in ("shots", "confidence", "locked", "used"):
+        assert torch.equal(getattr(state, name), getattr(loop, name)), name
+    newly = state.locked.sum(dim=1) - (state.confidence == 0.5).sum(dim=1)
+    assert newly.tolist() == need.tolist()  # each movie locked exactly what it needed
+    assert (state.shots[~state.locked] == -5).all()  # open slots untouched
+    for b in range(state.shots.shape[0]):  # no shot twice in a movie
+        mine = state.shots[b][state.locked[b]]
+        assert len(set(mine.tolist())) == len(mine)
+
+
+def test_lock_most_confident_takes_the_one_at_a_time_path_for_round_scores(monkeypatch):
+    import ssmp_infer.locking as locking
+
+    calls = []
+    monkeypatch.setattr(locking, "lock_one_at_a_time", lambda *a: calls.append(a))
+    scores, state, need, I = lock_case(0, "random")
+    locking.lock_most_confident(state, scores, need, I)
+    assert len(calls) == 1
 
 
 def test_score_slots_reference_against_explicit_softmax():
