@@ -150,7 +150,7 @@ class Batch:
 @torch.inference_mode()
 def generate(
     backend: Backend,
-    movie: torch.Tensor,  # (B, I, D)
+    movie: torch.Tensor | None,  # (B, I, D); None when `prepared` is given (the states are all that is read)
     movie_valid: torch.Tensor,  # (B, I) bool
     lengths: torch.Tensor,  # (B,) int64 trailer length per movie, 1 <= L <= real shots
     config: DecodeConfig,
@@ -176,7 +176,7 @@ def generate(
     `prepare` (candidates: row b · copies + c), each row with its own seed from `seeds`.
     Pins and bans are checked by the caller (`ssmp_infer.controls`); here they only must fit.
     """
-    device = movie.device
+    device = movie_valid.device
     check_lengths(lengths, movie_valid, banned)
     sync_every = sync_every or (1 if device.type == "cpu" else 4)
     fused = use_triton(config.kernels, device, int(lengths.max()))  # the round as two Triton launches
@@ -247,8 +247,8 @@ def start(backend: Backend, movie, movie_valid, lengths, config: DecodeConfig, p
           fused: bool, prepared=None) -> tuple[Batch, RoundPlan]:
     """The movies' states (`prepare`, once per movie, shared by its copies) and every row's starting point:
     pinned slots locked on their shots, pinned and banned shots taken, padded slots locked."""
-    B, I, _ = movie.shape
-    device = movie.device
+    B, I = movie_valid.shape
+    device = movie_valid.device
     host_lengths = lengths.to(device="cpu", dtype=torch.int64)
     J = int(host_lengths.max())
     host_pins = torch.full((B, J), -1, dtype=torch.int64) if pins is None else pins.to("cpu", torch.int64)[:, :J]

@@ -80,6 +80,67 @@ def test_the_key_is_the_movies_content_and_how_it_was_prepared():
     assert len(calls) == 3 and engine.states.stats.hits == 1
 
 
+def test_a_kept_movie_is_not_scanned_again_and_a_changed_one_is(monkeypatch):
+    import ssmp_infer.engine as engine_module
+    from ssmp_infer.errors import InputError
+
+    features = movie(300, 4).astype(np.float64) * 1e3  # not float32, not unit rows: the check changes it
+    cold = Engine.load(device="cpu", state_cache_mb=0)
+    want = [cold.generate(features, 9, DecodeConfig(mode="paper", seed=s)) for s in (0, 1, 2)]
+    want_pinned = cold.candidates(features, 2, 9, DecodeConfig(), EditorControls(pins={0: 5}))
+    scans = []
+    check = engine_module.checked
+    monkeypatch.setattr(engine_module, "checked", lambda *a: scans.append(a[0].dtype) or check(*a))
+    engine = Engine.load(device="cpu")
+    got = [engine.generate(features, 9, DecodeConfig(mode="paper", seed=s)) for s in (0, 1, 2)]
+    pinned = engine.candidates(features, 2, 9, DecodeConfig(), EditorControls(pins={0: 5}))
+    assert len(scans) == 1  # the first call's check; the kept states stand for it since
+    assert [(t.shots, t.confidence) for t in got] == [(t.shots, t.confidence) for t in want]
+    assert [t.shots for t in pinned] == [t.shots for t in want_pinned]
+    assert engine.states.stats.hits == 3
+    poisoned = features.copy()
+    poisoned[123, 7] = np.nan  # one byte changed: another key, so the check runs and refuses it
+    with pytest.raises(InputError, match="NaN or Inf"):
+        engine.generate(poisoned, 9)
+    assert engine.generate(features.astype(np.float32), 9).shots == want[0].shots
+    assert len(scans) == 3 and len(engine.states) == 2  # float32 bytes are another array: checked, kept apart
+
+
+def test_keep_movie_keeps_what_the_next_call_finds():
+    engine = Engine.load(device="cpu")
+    calls = counting(engine)
+    features = movie(220, 6)
+    assert engine.keep_movie(features)
+    engine.generate(features, 7)
+    engine.candidates(features, 2, 7)
+    assert len(calls) == 1 and engine.states.stats.hits == 2
+    assert not Engine.load(device="cpu", state_cache_mb=0).keep_movie(features)
+
+
+def test_the_content_digest_is_the_two_level_sha256_it_documents_and_any_byte_changes_it():
+    import hashlib
+    import multiprocessing
+
+    from ssmp_infer.state_cache import HASH_PART_BYTES, content_digest
+
+    features = movie(700, 8)  # 2.9 MB: three parts, hashed side by side
+    data = features.tobytes()
+    parts = [data[at: at + HASH_PART_BYTES] for at in range(0, len(data), HASH_PART_BYTES)]
+    assert len(parts) == 3
+    want = hashlib.sha256(b"head" + f"|{features.shape}|{features.dtype}|".encode()
+                          + b"".join(hashlib.sha256(p).digest() for p in parts)).hexdigest()[:40]
+    assert content_digest(b"head", features, 40) == want
+    assert content_digest(b"head", np.asfortranarray(features), 40) == want  # the values, not the layout
+    for row in (0, 300, 699):  # a byte in each part
+        changed = features.copy()
+        changed[row, 5] = np.nextafter(changed[row, 5], np.float32(np.inf))
+        assert content_digest(b"head", changed, 40) != want
+    # a child forked after the parent hashed (its threads do not live in the child) hashes alike
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        assert pool.apply_async(content_digest, (b"head", features, 40)).get(timeout=60) == want
+
+
 def test_the_cache_is_bounded_in_bytes_and_evicts_the_least_recently_used():
     probe = Engine.load(device="cpu")
     probe.generate(movie(250, 0), 5)
