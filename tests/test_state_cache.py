@@ -117,30 +117,6 @@ def test_keep_movie_keeps_what_the_next_call_finds():
     assert not Engine.load(device="cpu", state_cache_mb=0).keep_movie(features)
 
 
-def test_the_content_digest_is_the_two_level_sha256_it_documents_and_any_byte_changes_it():
-    import hashlib
-    import multiprocessing
-
-    from ssmp_infer.state_cache import HASH_PART_BYTES, content_digest
-
-    features = movie(700, 8)  # 2.9 MB: three parts, hashed side by side
-    data = features.tobytes()
-    parts = [data[at: at + HASH_PART_BYTES] for at in range(0, len(data), HASH_PART_BYTES)]
-    assert len(parts) == 3
-    want = hashlib.sha256(b"head" + f"|{features.shape}|{features.dtype}|".encode()
-                          + b"".join(hashlib.sha256(p).digest() for p in parts)).hexdigest()[:40]
-    assert content_digest(b"head", features, 40) == want
-    assert content_digest(b"head", np.asfortranarray(features), 40) == want  # the values, not the layout
-    for row in (0, 300, 699):  # a byte in each part
-        changed = features.copy()
-        changed[row, 5] = np.nextafter(changed[row, 5], np.float32(np.inf))
-        assert content_digest(b"head", changed, 40) != want
-    # a child forked after the parent hashed (its threads do not live in the child) hashes alike
-    context = multiprocessing.get_context("fork")
-    with context.Pool(1) as pool:
-        assert pool.apply_async(content_digest, (b"head", features, 40)).get(timeout=60) == want
-
-
 def test_the_cache_is_bounded_in_bytes_and_evicts_the_least_recently_used():
     probe = Engine.load(device="cpu")
     probe.generate(movie(250, 0), 5)
