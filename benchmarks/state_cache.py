@@ -1,7 +1,7 @@
 """A second trailer of a movie already seen: the engine with its kept states against the same engine
 without them, on one CMTD-sized synthetic movie, alternating, in one process.
 
-    python benchmarks/state_cache.py [--shots 1909] [--repeats 5] [--mode paper] [--model DIR]
+    python benchmarks/state_cache.py [--shots 1909] [--repeats 5] [--mode paper] [--steps T] [--model DIR]
 
 Each timed call asks for another variation (seed s, the default length + s - 1), as an editor does; the warm engine
 has seen the movie once before the timing starts. The last line is JSON: the medians and their ratio,
@@ -25,15 +25,16 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=1909)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--mode", default="paper", choices=("paper", "topk"))
+    parser.add_argument("--steps", type=int, default=None, help="topk: rounds; paper: round cap (default: the decoder's)")
     parser.add_argument("--model", default=None, help="a checkpoint directory of 1024-d features (default: the bundled model)")
     args = parser.parse_args()
     (movie,) = synthetic_movies(1, args.shots, 1024, seed=0)
     warm, cold = Engine.load(args.model, device="cpu"), Engine.load(args.model, device="cpu", state_cache_mb=0)
-    warm.generate(movie, decode=DecodeConfig(mode=args.mode))  # the movie seen once
+    warm.generate(movie, decode=DecodeConfig.from_options(args.mode, args.steps))  # the movie seen once
     times = {"warm": [], "cold": []}
     same = True
     for k in range(args.repeats):
-        decode, length = DecodeConfig(mode=args.mode, seed=k + 1), default_trailer_length(args.shots) + k
+        decode, length = DecodeConfig.from_options(args.mode, args.steps, seed=k + 1), default_trailer_length(args.shots) + k
         got = {}
         for name, engine in (("cold", cold), ("warm", warm)) if k % 2 else (("warm", warm), ("cold", cold)):
             start = time.perf_counter()
@@ -44,7 +45,7 @@ def main() -> None:
     print(f"{args.shots} shots, {args.mode}: cold {cold_ms:.0f} ms, warm {warm_ms:.0f} ms per trailer "
           f"({cold_ms / warm_ms:.1f}x); same trailers: {same}")
     print(json.dumps({"benchmark": "state_cache", "machine": machine(warm.backend.device), "shots": args.shots,
-                      "mode": args.mode, "repeats": args.repeats, "cold_ms": cold_ms, "warm_ms": warm_ms,
+                      "mode": args.mode, "steps": decode.rounds_cap, "repeats": args.repeats, "cold_ms": cold_ms, "warm_ms": warm_ms,
                       "speedup": cold_ms / warm_ms, "same_trailers": same, "hits": warm.states.stats.hits}))
 
 

@@ -35,7 +35,7 @@ from .data import default_trailer_length
 from .errors import InputError
 from .model import SSMPEncoder, num_parameters, score_logits
 
-PLAIN_STEPS = 12  # the plain loop's rounds: DecodeConfig's topk default
+PLAIN_STEPS = DecodeConfig().steps  # the plain loop's rounds: the engine's topk default, so both run as many
 REUSE = {1: "recompute", None: "default"}  # refresh_every -> label; None: the model's exact default
 DEFAULT_SHOTS = (1909, 400)  # CMTD's mean movie, and a short one
 QUICK = dict(shots=(160,), batch_sizes=(1, 2), repeats=1)  # a CI smoke run: seconds on a CPU

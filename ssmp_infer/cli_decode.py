@@ -22,7 +22,7 @@ def seed_arg(text: str) -> int:
 
 def add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default="paper", help="decoding: paper (SSMP) or topk (MaskGIT)")
-    p.add_argument("--steps", type=int, default=None, help="topk: rounds (default 12); paper: round cap (default 32)")
+    p.add_argument("--steps", type=int, default=None, help=f"topk: rounds (default {DecodeConfig().steps}); paper: round cap (default {DecodeConfig().max_rounds})")
     p.add_argument("--seed", type=seed_arg, default=0, help="in [0, 2^63)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--refresh-every", type=int, default=None,

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_atomic, write_text_atomic
+from .config import DecodeConfig
 from .errors import InputError
 from .names import COMPARE_ROWS
 
@@ -68,7 +69,7 @@ ROWS = (
     Row("select-rank", "select-rank", "select-rank", None, "shot scorer picks the top J, a separate ranker orders them"),
     Row("autoregressive", "autoregressive", "autoregressive", None, "TGT-like: causal decoder, next shot fed back"),
     Row("ssmp", "ssmp-self-paced", "ssmp", "paper", "SSMP, self-paced mask ratio, self-corrective decoding (paper)"),
-    Row("ssmp-topk", "ssmp-self-paced", "ssmp", "topk", "the same model, MaskGIT top-k decoding (12 rounds)"),
+    Row("ssmp-topk", "ssmp-self-paced", "ssmp", "topk", f"the same model, MaskGIT top-k decoding ({DecodeConfig().steps} rounds)"),
     Row("ssmp-greedy", "ssmp-self-paced", "ssmp", "greedy", "the same model, greedy filling: one slot locks per round"),
     Row("ssmp-uniform", "ssmp-uniform", "ssmp", "paper", "SSMP, mask ratio uniform up to 1 throughout"),
     Row("ssmp-linear-asc", "ssmp-linear-asc", "ssmp", "paper", "SSMP, mask ceiling rising linearly"),
@@ -154,7 +155,6 @@ def predict(row: Row, model_dir: Path | None, examples, seed: int, device: str) 
 
         return [random_trailer(rng, m.shape[0], n) for m, n in zip(movies, lengths)]
     if row.method == "ssmp":
-        from .config import DecodeConfig
         from .engine import Engine
 
         engine = Engine.load(model_dir, device=device)
