@@ -198,9 +198,9 @@ class DecodeConfig:
 
     mode: str = "paper"
     # topk: rounds. 4, not MaskGIT's usual 8-12: on every trained world of the learning table, both
-    # bundled models and the crosscut world, topk's F1 and AA at 2-24 rounds lie within 0.003 and 0.01 of
-    # 12 rounds' (the shot prior settles which shots; the slots' order settles early), and a round is
-    # a fifth of a CMTD-sized trailer's cost. benchmarks/RESULTS.md, 2026-12-07 (topk rounds).
+    # bundled models and the lookalikes F and H, topk's F1 and AA at 4 rounds lie within 0.003 and 0.001
+    # of 12 rounds' (the shot prior settles which shots; the slots' order settles early), and each round
+    # of a warm CMTD-sized trailer costs ~6 ms of its ~42. benchmarks/RESULTS.md, 2026-12-07 (topk rounds).
     steps: int = 4
     max_rounds: int = 32  # paper: cap on rounds before the greedy fill
     seed: int = 0
