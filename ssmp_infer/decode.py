@@ -176,6 +176,8 @@ def generate(
     `prepare` (candidates: row b · copies + c), each row with its own seed from `seeds`.
     Pins and bans are checked by the caller (`ssmp_infer.controls`); here they only must fit.
     """
+    if movie is None and prepared is None:
+        raise ValueError("generate needs the movie, or its prepared states")
     device = movie_valid.device
     check_lengths(lengths, movie_valid, banned)
     sync_every = sync_every or (1 if device.type == "cpu" else 4)
