@@ -3,8 +3,9 @@
 On synthetic movies of the bundled model's world (`ssmp_infer.synth`, CMTD-sized by default) it times
 the engine for every mode × reuse × precision × batch size, and the plain loop in the same process:
 
-- the plain loop (`plain_generate`): topk, 12 rounds, one movie at a time, fp32, a full encoder pass
-  over [movie ; slots] every round and the whole J×I score matrix, as a paper's code would ship;
+- the plain loop (`plain_generate`): topk at the engine's default rounds (4; 12 before 2026-12-07), one
+  movie at a time, fp32, a full encoder pass over [movie ; slots] every round and the whole J×I score
+  matrix, as a paper's code would ship;
 - recompute: the engine in the same mode with `refresh_every=1` (the whole encoder every round), fp32,
   batch 1.
 
@@ -289,7 +290,7 @@ def format_table(result: dict) -> str:
         f"# model {model['source']}: {model['movie_attention']} attention, d {model['d_model']}, "
         f"{model['n_layers']} layers, {model['parameters'] / 1e6:.1f}M parameters; "
         f"median of {result['config']['repeats']} after 1 warm-up",
-        "# x plain: speed-up over the plain loop (topk, 12 rounds, one movie, full pass every round); x recompute: over"
+        f"# x plain: speed-up over the plain loop (topk, {PLAIN_STEPS} rounds, one movie, full pass every round); x recompute: over"
         " the engine with refresh_every=1, fp32, batch 1, same mode; =recompute / =plain: same shots as those runs",
     ]
     head = ("shots", "J", "subject", "mode", "reuse", "prec", "batch", "rounds", "ms/trailer", "trailers/s",
