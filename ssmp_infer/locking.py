@@ -139,7 +139,7 @@ def lock_one_at_a_time(state: DecodeState, scores, need: torch.Tensor) -> None:
         rows = open_host[b, slot_of[b]]  # (W,) the open slots' rows, in slot order
         for r in np.flatnonzero(rows & (place[b] < 0)):
             score_whole_row(b, r)
-        for _ in range(need_host[b]):
+        for _ in range(min(need_host[b], int(rows.sum()))):  # never a closed row, whatever `need` says
             w = int(np.argmax(np.where(rows, prob_now[b], -1.0)))  # most confident; ties: the lower slot
             j, shot = int(slot_of[b, w]), int(shot_now[b, w])
             shots[b, j], confidence[b, j], locked[b, j], used[b, shot] = shot, prob_now[b, w], True, True
