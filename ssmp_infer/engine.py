@@ -165,8 +165,7 @@ class Engine:
         One batch, one movie pass: each candidate equals the single run with its seed."""
         decode = decode or DecodeConfig()
         check_candidates(count, decode.mode, decode.seed)
-        key, kept = self._kept_lookup(features, decode.refresh_every)
-        movie = features if kept is not None else checked(features, "movie", self.feature_dim)
+        movie, key, kept = self._one_movie(features, decode.refresh_every, "movie")
         n = default_trailer_length(movie.shape[0]) if length is None else check_trailer_length(int(length), movie.shape[0])
         trailers = self._generate_bucket([movie], [n], decode, [controls], copies=count, key=key, kept=kept)
         return sorted(trailers, key=lambda t: -t.mean_confidence)  # stable: equal means keep seed order
@@ -175,15 +174,25 @@ class Engine:
         """Prepare one movie's states now and keep them (a server's upload, a review page's first load),
         so that its first trailer already runs only its rounds. False when the cache is off or the
         states are larger than all of it; the trailers are the same either way."""
-        key, kept = self._kept_lookup(features, refresh_every)
+        movie, key, kept = self._one_movie(features, refresh_every, "movie")
+        if key is None:
+            return False
         if kept is None:
-            movie = checked(features, "movie", self.feature_dim)
-            if not self.states.limit_bytes:
-                return False
-            padded, valid = pad_batch([movie])
-            device = self.backend.device
-            self.states.put(key, self.backend.prepare(padded.to(device), valid.to(device), refresh_every))
+            self._prepare_and_keep(key, *pad_batch([movie]), refresh_every)
         return key in self.states
+
+    def _one_movie(self, features, refresh_every: int | None, source: str):
+        """(movie, key, kept states or None): the movie as given when its states are kept (it passed the
+        check when they were made), else checked; the key is None when the cache is off."""
+        key, kept = self._kept_lookup(features, refresh_every)
+        return (features if kept is not None else checked(features, source, self.feature_dim)), key, kept
+
+    def _prepare_and_keep(self, key: str, movie: torch.Tensor, movie_valid: torch.Tensor, refresh_every: int | None):
+        """One movie's states, prepared now and kept under `key` (when they fit the cache)."""
+        device = self.backend.device
+        prepared = self.backend.prepare(movie.to(device), movie_valid.to(device), refresh_every)
+        self.states.put(key, prepared)
+        return prepared
 
     def _kept_lookup(self, features, refresh_every: int | None) -> tuple[str | None, object | None]:
         """(key, a copy of the kept states or None) of one movie as the caller passed it; (None, None) when
@@ -218,8 +227,11 @@ class Engine:
         controls = controls if controls is not None else [None] * len(movies)
         if len(controls) != len(movies):
             raise InputError(f"got {len(controls)} sets of editor controls for {len(movies)} movies")
-        key, kept = self._kept_lookup(movies[0], decode.refresh_every) if len(movies) == 1 else (None, None)
-        if kept is None:
+        if len(movies) == 1:
+            movie, key, kept = self._one_movie(movies[0], decode.refresh_every, "movie 0")
+            movies = [movie]
+        else:
+            key, kept = None, None
             movies = [checked(m, f"movie {k}", self.feature_dim) for k, m in enumerate(movies)]
         lengths = [
             default_trailer_length(m.shape[0]) if n is None else check_trailer_length(int(n), m.shape[0])
@@ -265,8 +277,7 @@ class Engine:
         start = time.perf_counter()
         prepared = kept
         if prepared is None and key is not None:
-            prepared = self.backend.prepare(movie.to(device), movie_valid.to(device), decode.refresh_every)
-            self.states.put(key, prepared)
+            prepared = self._prepare_and_keep(key, movie, movie_valid, decode.refresh_every)
         result = generate(
             self.backend,
             None if movie is None else movie.to(device),
