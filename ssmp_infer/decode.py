@@ -293,11 +293,9 @@ def eager_round(backend: Backend, batch: Batch, plan: RoundPlan, config: DecodeC
     open_ = ~state.locked
     # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
     batch.rounds += plan.locks_in_round[r - 1, batch.rows].to(device) if plan.schedule is not None else open_.any(dim=1)
-    slots = slot_inputs(batch.movie_state.scoring_keys, state.shots)
-    pred = backend.step(batch.movie_state, slots, open_, batch.slot_valid)  # (B, J, D)
-    score = round_scorer(pred, batch.movie_state.scoring_keys, batch.movie_valid, temperature,
-                         batch.prior(), rows=open_, basis=batch.movie_state.output_basis,
-                         movie_coords=batch.movie_state.movie_coords)
+    pred, scored, basis, coords = round_predictions(backend, batch.movie_state, state.shots, open_, batch.slot_valid)
+    score = round_scorer(pred, scored, batch.movie_valid, temperature, batch.prior(), rows=open_, basis=basis,
+                         movie_coords=coords)
     if config.mode == "paper":
         best, prob = score(state.used)
         batch.q = torch.where(open_, (batch.q + prob).clamp(max=1.0), batch.q)
@@ -309,6 +307,19 @@ def eager_round(backend: Backend, batch: Batch, plan: RoundPlan, config: DecodeC
         need = plan.schedule(r, plan.cap, batch.free) - (state.locked & batch.slot_valid).sum(dim=1) + (
             batch.lengths - batch.free)
         lock_most_confident(state, score, need, num_shots)
+
+
+def round_predictions(backend: Backend, movie_state, shots, open_, slot_valid) -> tuple:
+    """(predictions, the rows they are scored against, basis, movie_coords) for `round_scorer`: the
+    backend's own predictions in the output span (`step_coords`) where it has them for this state, else
+    `step`'s (B, J, D), which the scorer maps by the state's output basis when it has one."""
+    slots = slot_inputs(movie_state.scoring_keys, shots)
+    step_coords = getattr(backend, "step_coords", None)
+    pred = None if step_coords is None else step_coords(movie_state, slots, open_, slot_valid)
+    if pred is not None:
+        return pred, movie_state.movie_coords, None, None
+    pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
+    return pred, movie_state.scoring_keys, movie_state.output_basis, movie_state.movie_coords
 
 
 def fused_round(backend: Backend, batch: Batch, config: DecodeConfig, temperature: float, round_dev: torch.Tensor):

@@ -90,8 +90,9 @@ def content_digest(header: bytes, features: np.ndarray, hex_digits: int) -> str:
 
 
 def handout(state):
-    """A shallow copy that shares the tensors and owns its fields; no captured step travels with it."""
-    return dataclasses.replace(state, step_graph=None, steps_since_prepare=0)
+    """A shallow copy that shares the tensors and owns its fields; no captured step or per-decode round
+    inputs travel with it."""
+    return dataclasses.replace(state, step_graph=None, round_inputs=None, steps_since_prepare=0)
 
 
 def state_bytes(state) -> int:

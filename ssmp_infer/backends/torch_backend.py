@@ -6,6 +6,7 @@ from ..config import PRECISIONS
 from ..model import SSMPEncoder, output_basis
 from .base import MovieState, default_refresh_every, new_movie_state
 from .cuda_graphs import capture_step, inside_replayed_round
+from .slot_rounds import SlotRounds
 
 
 class TorchBackend:
@@ -41,6 +42,10 @@ class TorchBackend:
         # dimensions. bf16 rounds each output to 8 bits (off the span) and int8 changes the weights, so
         # they are scored in D.
         self.output_basis = output_basis(self.model) if precision == "fp32" else None
+        # rounds on a kept movie, laid out for a few dozen slot rows (slot_rounds.py); measured on the CPU
+        # only (an accelerator keeps `step`, which its CUDA graphs capture)
+        self.slot_rounds = SlotRounds(self.model, self.output_basis) if (
+            self.output_basis is not None and self.device.type == "cpu") else None
 
     def _autocast(self):
         # autocast's cache of cast weights must be off while a graph is captured (its casts would be
@@ -79,6 +84,19 @@ class TorchBackend:
                     pred = self.model.step(state.cache, slots, slot_masked, slot_valid)
         state.steps_since_prepare += 1
         return pred.float()
+
+    @torch.inference_mode()
+    def step_coords(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor | None:
+        """`step`'s predictions in `state.output_basis` coordinates, (B, J, r), for a movie whose states are
+        kept and exact (`slot_rounds.py`); None where that path does not apply (call `step`)."""
+        if self.slot_rounds is None or state.refresh_every != 0 or state.cache is None or state.movie_coords is None:
+            return None
+        if state.cache.slot_room != slots.shape[1]:  # once per state: the slots' rows get a place
+            state.cache = state.cache.with_slot_room(slots.shape[1])
+        if state.round_inputs is None or not torch.equal(state.round_inputs[0], slot_valid):
+            state.round_inputs = (slot_valid, self.slot_rounds.positions(slot_valid))  # once per decode
+        state.steps_since_prepare += 1
+        return self.slot_rounds(state.cache, slots, slot_masked, slot_valid, state.round_inputs[1])
 
     def _replay_step(self, state: MovieState, *inputs: torch.Tensor) -> torch.Tensor:
         """The cached step through this state's CUDA graph, captured on its first use."""
