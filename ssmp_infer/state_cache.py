@@ -3,9 +3,14 @@
 `prepare` (the movie's pass through the encoder: ~18 GFLOP for 1909 shots) is most of a trailer's cost,
 and it depends on the movie alone, not on the seed, length, pins, bans, mode or candidates. A
 `StateCache` keeps prepared `MovieState`s of single movies under a key of everything that changes them:
-the movie's content (its checked float32 features, hashed), `refresh_every`, and the engine's identity
-(model weights, backend, precision, device). It is bounded in bytes (what the states' tensors hold) and
-evicts the least recently used state first; a limit of 0 keeps nothing.
+the movie's content, `refresh_every`, and the engine's identity (model weights, backend, precision,
+device). It is bounded in bytes (what the states' tensors hold, and its copy of the movie) and evicts the
+least recently used state first; a limit of 0 keeps nothing.
+
+The movie's content is matched exactly and cheaply: the key digests a sample of its rows (with its
+shape and dtype), and a found entry is used only if the movie's bytes equal the copy kept with it. A
+warm trailer pays this on every call: comparing 7.8 MB (1909 shots) took 0.65 ms on this project's
+Xeon, where hashing them all with SHA-256 took 4.7 ms, about a tenth of the warm trailer.
 
 A state is handed out as a shallow copy: decoding replaces fields of its copy (room for the slots' keys
 and values, a captured step, the step count), never the kept state's tensors, so a second trailer of a
@@ -32,48 +37,85 @@ class CacheStats:
     entries: int = 0
 
 
+# rows the key samples (every I // SAMPLED_ROWS-th): ~0.1 ms of hashing at 1024-d, whatever the length
+SAMPLED_ROWS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class MovieKey:
+    digest: str  # where the movie's states are kept, if they are
+    movie: np.ndarray  # the movie as the caller passed it: what a kept copy must equal byte for byte
+
+
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    state: object  # the backend's MovieState as prepared
+    movie: np.ndarray  # the bytes it was prepared from (the cache's own copy)
+    size: int  # bytes counted against the limit: the state's tensors and the copy
+
+
 class StateCache:
     def __init__(self, limit_bytes: int, identity: tuple):
         self.limit_bytes = max(int(limit_bytes), 0)
         self.identity = repr(identity).encode()
         self.stats = CacheStats()
-        self._states: OrderedDict[str, tuple[object, int]] = OrderedDict()
+        self._states: OrderedDict[str, Kept] = OrderedDict()
         self._lock = threading.Lock()  # a server's threads share one engine
 
-    def key(self, movie: np.ndarray, refresh_every: int | None) -> str:
-        """The key of a checked (I, D) float32 movie prepared with `refresh_every`."""
-        return content_digest(self.identity + f"|{refresh_every}|".encode(), movie, 32)
+    def key(self, movie: np.ndarray, refresh_every: int | None) -> "MovieKey":
+        """The key of an (I, D) movie prepared with `refresh_every`: a digest of its shape, dtype and a
+        sample of its rows, and the movie itself. Movies that differ only outside the sample share a
+        digest; `get` and `put` tell them apart by their bytes."""
+        stride = max(1, movie.shape[0] // SAMPLED_ROWS)
+        header = self.identity + f"|{refresh_every}|{movie.shape}|".encode()
+        return MovieKey(content_digest(header, movie[::stride], 32), movie)
 
-    def get(self, key: str):
-        """A copy of the kept state (the most recently used from now on), or None."""
+    def get(self, key: "MovieKey"):
+        """A copy of the states kept for exactly the key's bytes (the most recently used from now on), or
+        None."""
         with self._lock:
-            if key not in self._states:
+            entry = self._states.get(key.digest)
+        if entry is None or not same_bytes(entry.movie, key.movie):  # outside the lock: others look up meanwhile
+            with self._lock:
                 self.stats.misses += 1
-                return None
-            self._states.move_to_end(key)
-            self.stats.hits += 1
-            return handout(self._states[key][0])
-
-    def put(self, key: str, state) -> None:
-        """Keep `state` (as prepared, before any step), evicting the least recently used to make room; a
-        state larger than the whole limit is not kept."""
-        size = state_bytes(state)
+            return None
         with self._lock:
-            if size > self.limit_bytes or key in self._states:
+            if key.digest in self._states:
+                self._states.move_to_end(key.digest)
+            self.stats.hits += 1
+        return handout(entry.state)
+
+    def put(self, key: "MovieKey", state) -> None:
+        """Keep `state` (as prepared, before any step) with a copy of the key's movie, evicting the least
+        recently used to make room; a state larger than the whole limit is not kept. Another movie under
+        the same digest (they differ outside its sample) gives way to this one."""
+        copy = np.array(key.movie, order="C", copy=True)  # the cache's own: the caller may change its array
+        size = state_bytes(state) + copy.nbytes
+        with self._lock:
+            if size > self.limit_bytes:
                 return
+            if key.digest in self._states:
+                if same_bytes(self._states[key.digest].movie, copy):
+                    return
+                self._drop(key.digest)
             while self.stats.bytes + size > self.limit_bytes:
-                _, (_, freed) = self._states.popitem(last=False)
-                self.stats.bytes -= freed
-                self.stats.evictions += 1
-            self._states[key] = (handout(state), size)
+                self._drop(next(iter(self._states)))
+            self._states[key.digest] = Kept(handout(state), copy, size)
             self.stats.bytes += size
             self.stats.entries = len(self._states)
+
+    def _drop(self, key: str) -> None:
+        self.stats.bytes -= self._states.pop(key).size
+        self.stats.evictions += 1
+        self.stats.entries = len(self._states)
 
     def __len__(self) -> int:
         return len(self._states)
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._states
+    def __contains__(self, key: "MovieKey") -> bool:
+        with self._lock:
+            entry = self._states.get(key.digest)
+        return entry is not None and same_bytes(entry.movie, key.movie)
 
 
 def content_digest(header: bytes, features: np.ndarray, hex_digits: int) -> str:
@@ -87,6 +129,15 @@ def content_digest(header: bytes, features: np.ndarray, hex_digits: int) -> str:
     h.update(f"|{features.shape}|{features.dtype}|".encode())
     h.update(np.ascontiguousarray(features).data)
     return h.hexdigest()[:hex_digits]
+
+
+def same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays hold the same shape, dtype and bytes (-0.0 is not 0.0, a NaN equals itself)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    word = np.uint64 if a.nbytes % 8 == 0 else np.uint8
+    return bool(np.array_equal(a.reshape(-1).view(word), b.reshape(-1).view(word)))
 
 
 def handout(state):

@@ -80,6 +80,27 @@ def test_the_key_is_the_movies_content_and_how_it_was_prepared():
     assert len(calls) == 3 and engine.states.stats.hits == 1
 
 
+def test_movies_that_differ_outside_the_keys_sample_are_told_apart_by_their_bytes():
+    """The key digests a sample of the rows; the bytes decide. A movie changed in a row the sample skips
+    shares the key but not the states, and the caller changing its array after a call gets no stale state."""
+    engine, cold = Engine.load(device="cpu"), Engine.load(device="cpu", state_cache_mb=0)
+    calls = counting(engine)
+    features = movie(320, 8)  # the key samples every 20th row
+    twin = features.copy()
+    twin[3] = movie(1, 9)[0]  # a row the sample skips
+    assert engine.states.key(twin, None).digest == engine.states.key(features, None).digest
+    first = engine.generate(features, 9, DecodeConfig(mode="topk"))
+    second = engine.generate(twin, 9, DecodeConfig(mode="topk"))
+    assert len(calls) == 2 and engine.states.stats.hits == 0  # the twin was prepared, not served the first's states
+    assert second.shots == cold.generate(twin, 9, DecodeConfig(mode="topk")).shots
+    assert len(engine.states) == 1 and engine.states.stats.evictions == 1  # the twin replaced the first
+    engine.generate(twin, 9)
+    assert len(calls) == 2 and engine.states.stats.hits == 1
+    twin[3] = features[3]  # the caller changes its array in place: the cache kept its own copy
+    again = engine.generate(twin, 9, DecodeConfig(mode="topk"))
+    assert len(calls) == 3 and again.shots == first.shots and again.confidence == first.confidence
+
+
 def test_a_kept_movie_is_not_scanned_again_and_a_changed_one_is(monkeypatch):
     import ssmp_infer.engine as engine_module
     from ssmp_infer.errors import InputError
@@ -121,7 +142,8 @@ def test_the_cache_is_bounded_in_bytes_and_evicts_the_least_recently_used():
     probe = Engine.load(device="cpu")
     probe.generate(movie(250, 0), 5)
     one = probe.states.stats.bytes  # what one 250-shot movie's states hold
-    assert one == state_bytes(next(iter(probe.states._states.values()))[0]) > 250 * 1024 * 4
+    kept = next(iter(probe.states._states.values()))
+    assert one == kept.size == state_bytes(kept.state) + kept.movie.nbytes > 2 * 250 * 1024 * 4  # states, and the copy
 
     engine = Engine.load(device="cpu", state_cache_mb=2.5 * one / 2**20)  # room for two such movies
     calls = counting(engine)
