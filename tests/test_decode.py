@@ -204,6 +204,8 @@ def lock_case(seed: int, kind: str):
     pred = torch.randn(B, J, D, generator=g)
     if kind == "shared favourite":  # every slot wants the same shots: a conflict at nearly every lock
         pred = pred[:, :1] + 0.05 * pred
+    if kind == "twin slots":  # slots with equal predictions: exact ties between slots (the lower slot locks)
+        pred = pred[:, torch.randint(0, 2, (J,), generator=g)]
     prior = prior.masked_fill(~valid, float("-inf"))
     locked = torch.rand(B, J, generator=g) < 0.3
     shots = torch.full((B, J), -5, dtype=torch.int64)  # poison: an open slot's shot must be written
@@ -221,7 +223,7 @@ def lock_case(seed: int, kind: str):
     return scores, DecodeState(shots, confidence, locked, used), need, I
 
 
-@pytest.mark.parametrize("kind", ["random", "shared favourite", "duplicates"])
+@pytest.mark.parametrize("kind", ["random", "shared favourite", "duplicates", "twin slots"])
 @pytest.mark.parametrize("seed", range(6))
 def test_lock_one_at_a_time_makes_the_batched_loops_locks_bit_for_bit(seed, kind):
     scores, state, need, I = lock_case(seed, kind)
