@@ -87,6 +87,13 @@ def cmd_serve(args) -> None:
     serve_forever(args, engine_options(args), feature_dim, limits, {"num_cpus": 0 if gpus else 1, "num_gpus": gpus})
 
 
+def torch_threads() -> int:
+    """The intra-op threads torch computes with in this process: what a `run` in this shell gets."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def serve_forever(args, engine_options: dict, feature_dim: int, limits, resources: dict) -> None:
     import signal
 
@@ -116,9 +123,15 @@ def serve_until_stopped(args, engine_options: dict, feature_dim: int, limits, re
     from .serve.app import APP_NAME, build_app
 
     serve.start(http_options={"host": args.host, "port": args.port})
+    # A matrix product's rounding depends on how many threads share it (MKL splits a long reduction among
+    # them), and a near tie between two shots can follow that rounding: measured, 2 of 96 edits of a
+    # 1909-shot movie picked another shot with 1 thread than with 2. A local server's replicas compute
+    # with the threads `run` gets in this shell, so their trailers are `run`'s; a cluster's machines
+    # differ from this one, and keep Ray's default.
+    threads = torch_threads() if args.address is None else None
     app = build_app(engine_options, feature_dim, limits, replicas=args.replicas,
                     max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
-                    replica_resources=resources)
+                    replica_resources=resources, threads=threads)
     try:
         handle = serve.run(app, name=APP_NAME, route_prefix="/")
     except Exception as e:  # a replica failed to start: its first line says why (the rest is in Ray's logs)

@@ -81,6 +81,11 @@ def test_every_trailer_of_an_uploaded_movie_is_the_one_ssmp_infer_run_gives(serv
         np.testing.assert_allclose(got["confidence"], expected["confidence"], rtol=1e-4, atol=1e-6)
         for name in ("num_movie_shots", "length", "steps", "mode", "backend", "model", "seed", "pinned"):
             assert got[name] == expected[name], (flags, name)
+    # A product's rounding follows the threads that share it (a near tie between shots can follow it):
+    # the replicas compute with the threads `run` gets here, not the one Ray gives an actor.
+    threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], capture_output=True,
+                             text=True, check=True).stdout
+    assert parse(server.metrics_text())["ssmp_replica_threads"] == int(threads)
 
 
 def test_trailers_of_a_movie_go_to_the_replica_that_holds_its_states(server):

@@ -49,9 +49,13 @@ MOVIES_PER_REPLICA = 64
 class Generator:
     """One Engine per replica; a batch of Jobs in, one answer per Job out; or one trailer of a held movie."""
 
-    def __init__(self, engine_options: dict, max_batch_size: int, batch_wait_s: float):
+    def __init__(self, engine_options: dict, max_batch_size: int, batch_wait_s: float, threads: int | None = None):
         from ..engine import Engine
 
+        if threads:  # Ray gives an actor OMP_NUM_THREADS=1; `run` in the server's shell computes with `threads`
+            import torch
+
+            torch.set_num_threads(threads)
         self.engine = Engine.load(**engine_options)
         self.engine_lock = asyncio.Lock()  # one engine call at a time: both cores for one trailer, not two halves
         self.generate.set_max_batch_size(max_batch_size)
@@ -99,7 +103,9 @@ class Generator:
         return answer
 
     def cache_report(self) -> dict:
-        return {"replica": self.replica, **dataclasses.asdict(self.engine.states.stats)}
+        import torch
+
+        return {"replica": self.replica, **dataclasses.asdict(self.engine.states.stats), "threads": torch.get_num_threads()}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
@@ -312,14 +318,15 @@ def generator_replicas() -> dict[str, int] | None:
 
 
 def build_app(engine_options: dict, feature_dim: int, limits: lim.Limits, replicas: int = 1, max_batch_size: int = 8,
-              batch_wait_s: float = 0.01, replica_resources: dict | None = None):
-    """The bound application: `serve.run(build_app(...))`."""
+              batch_wait_s: float = 0.01, replica_resources: dict | None = None, threads: int | None = None):
+    """The bound application: `serve.run(build_app(...))`. `threads`: the torch threads each replica computes
+    with (None: Ray's default for an actor, one per CPU it reserves)."""
     # A replica holds one batch running and the next one filling; more would queue invisibly in it.
     generator = Generator.options(
         num_replicas=replicas,
         max_ongoing_requests=2 * max_batch_size,
         ray_actor_options=replica_resources or {"num_cpus": 1},
-    ).bind(engine_options, max_batch_size, batch_wait_s)
+    ).bind(engine_options, max_batch_size, batch_wait_s, threads)
     # Serve's own bound in front of the frontend, a backstop to its queue check: the proxy answers 503
     # with Retry-After itself once this many requests wait for the frontend.
     frontend = Frontend.options(

@@ -104,6 +104,11 @@ class Metrics:
             "# TYPE ssmp_state_cache_entries gauge",
             f"ssmp_state_cache_entries {total['entries']}",
         ]
+        threads = {r["threads"] for r in self.state_caches.values() if "threads" in r}
+        if threads:  # a replica's trailers are `run`'s when it computes with the threads `run` does (cli_serve.py)
+            lines += ["# HELP ssmp_replica_threads The torch threads each replica computes with (the fewest, if they differ).",
+                      "# TYPE ssmp_replica_threads gauge",
+                      f"ssmp_replica_threads {min(threads)}"]
         store = self.movie_store
         if store is not None:
             lines += [
