@@ -177,8 +177,9 @@ class Engine:
         movie, key, kept = self._one_movie(features, refresh_every, "movie")
         if key is None:
             return False
-        if kept is None:
-            self._prepare_and_keep(key, *pad_batch([movie]), refresh_every)
+        if kept is not None:
+            return True
+        self._prepare_and_keep(key, *pad_batch([movie]), refresh_every)
         return key in self.states
 
     def _one_movie(self, features, refresh_every: int | None, source: str):

@@ -61,7 +61,7 @@ def test_slot_rounds_equal_the_step_in_output_coordinates(sizes, lengths):
 
 
 def test_the_positions_follow_the_slots_of_each_decode():
-    """The slots' position rows are made once per state and made again when the slots change."""
+    """The slots' position rows are kept per pattern of real slots; another pattern gets its own."""
     backend = TorchBackend(narrow_model(4))
     movie, valid = pad_batch(movies((30,), 5))
     state = backend.prepare(movie, valid)

@@ -45,7 +45,6 @@ class MovieState:
     output_basis: torch.Tensor | None = None  # (D, r) orthonormal columns spanning every `step` output, or None
     movie_coords: torch.Tensor | None = None  # (B, I, r) keys @ output_basis, or None
     shot_keys: torch.Tensor | None = None  # (B, I, D) unit rows scored against, if not movie_unit (position keys)
-    round_inputs: Any = None  # what a backend computes once per decode for its rounds; never carried by select
 
     @property
     def scoring_keys(self) -> torch.Tensor:

@@ -7,7 +7,8 @@ the same computation with those overheads taken out, and nothing else changed:
 
 - the weights are laid out once as the (in, out) matrices `addmm` multiplies directly (`F.linear` on
   the module's (out, in) weight took ~1.5× as long at these shapes), and no module is called;
-- the slots' position embeddings (a function of J alone) are computed once per J, not per round;
+- the slots' position embeddings (a function of which slots are real) are computed once per pattern of
+  real slots, not per round;
 - the last block runs only the rows the decoder reads (the masked slots: a locked slot's prediction
   is never used), with every slot's keys and values;
 - attention gets no mask when every key is real (one movie, no padding: the usual editor's call),
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from ..model import MovieCache, SSMPEncoder, position_features
 
 
-KEPT_POSITIONS = 256  # trailer lengths whose slot positions are kept (256 × J × d floats at most)
+KEPT_POSITIONS = 256  # patterns of real slots whose positions are kept (one per trailer length, for one movie)
 
 
 class SlotRounds:
@@ -37,7 +38,7 @@ class SlotRounds:
         cfg = model.cfg
         self.heads, self.head_dim, self.width = cfg.n_heads, cfg.head_dim, cfg.d_model
         self.model = model  # for the slot position map and MP, read once per decode
-        self._positions: dict[int, torch.Tensor] = {}  # J -> (1, J, d) positions of one movie's slots
+        self._positions: dict[tuple, torch.Tensor] = {}  # (shape, bytes) of slot_valid -> (B, J, d) positions
 
         def packed(linear: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:  # (in, out) and bias
             return linear.weight.detach().t().contiguous(), linear.bias.detach()
@@ -52,21 +53,20 @@ class SlotRounds:
         W, c = model.out_proj.weight.detach(), model.out_proj.bias.detach()  # (D, d), (D,)
         self.out = ((basis.t() @ W).t().contiguous(), basis.t() @ c)  # (d, r), (r,)
 
-    @torch.inference_mode()
     def positions(self, slot_valid: torch.Tensor) -> torch.Tensor:
-        """(B, J, d): what every slot token adds to its content, the slot type and its position. For one
-        movie's J slots (the editor's call) they depend on J alone and are kept: ~0.4 ms a trailer."""
-        whole = slot_valid.shape[0] == 1 and bool(slot_valid.all())
-        if whole and slot_valid.shape[1] in self._positions:
-            return self._positions[slot_valid.shape[1]]
-        rows = self.model.type_emb.weight[1] + self.model.slot_pos(position_features(slot_valid))
-        if whole and len(self._positions) < KEPT_POSITIONS:
-            self._positions[slot_valid.shape[1]] = rows
+        """(B, J, d): what every slot token adds to its content, the slot type and its position. They depend
+        on which slots are real alone, so they are kept per pattern: ~0.4 ms a trailer otherwise."""
+        pattern = (tuple(slot_valid.shape), slot_valid.numpy().tobytes())
+        rows = self._positions.get(pattern)
+        if rows is None:
+            rows = self.model.type_emb.weight[1] + self.model.slot_pos(position_features(slot_valid))
+            if len(self._positions) < KEPT_POSITIONS:
+                self._positions[pattern] = rows
         return rows
 
     @torch.inference_mode()
-    def __call__(self, cache: MovieCache, slots: torch.Tensor, slot_masked: torch.Tensor, slot_valid: torch.Tensor,
-                 positions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, cache: MovieCache, slots: torch.Tensor, slot_masked: torch.Tensor, slot_valid: torch.Tensor
+                 ) -> torch.Tensor:
         """(B, J, r) predictions in output-span coordinates of the masked slots; the locked slots' rows are
         zero (the decoder never reads a locked slot's prediction: the last block skips them). `slots`
         (B, J, D) as `SSMPEncoder.step` takes them; `cache` has room for exactly J slot rows
@@ -76,7 +76,7 @@ class SlotRounds:
         assert cache.slot_room == J, "the cache needs room for exactly these slots' keys and values"
         slots = F.normalize(slots.float(), dim=-1).view(B * J, -1)
         content = torch.where(slot_masked.reshape(B * J, 1), self.model.mask_token, slots)
-        x = torch.addmm(self.in_proj[1], content, self.in_proj[0]) + positions.reshape(B * J, d)  # (B·J, d)
+        x = torch.addmm(self.in_proj[1], content, self.in_proj[0]) + self.positions(slot_valid).reshape(B * J, d)
         key_valid = torch.cat([cache.movie_valid, slot_valid], dim=1)
         mask = None if bool(key_valid.all()) else key_valid[:, None, None, :]
         read = slot_masked & slot_valid

@@ -93,10 +93,8 @@ class TorchBackend:
             return None
         if state.cache.slot_room != slots.shape[1]:  # once per state: the slots' rows get a place
             state.cache = state.cache.with_slot_room(slots.shape[1])
-        if state.round_inputs is None or not torch.equal(state.round_inputs[0], slot_valid):
-            state.round_inputs = (slot_valid, self.slot_rounds.positions(slot_valid))  # once per decode
         state.steps_since_prepare += 1
-        return self.slot_rounds(state.cache, slots, slot_masked, slot_valid, state.round_inputs[1])
+        return self.slot_rounds(state.cache, slots, slot_masked, slot_valid)
 
     def _replay_step(self, state: MovieState, *inputs: torch.Tensor) -> torch.Tensor:
         """The cached step through this state's CUDA graph, captured on its first use."""
