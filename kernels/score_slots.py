@@ -69,7 +69,7 @@ def score_slots(pred, movie_unit, movie_valid, used, temperature, shot_prior=Non
 
 
 def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, rows=None, basis=None,
-                 movie_coords=None) -> "RoundScores":
+                 movie_coords=None, pick=None) -> "RoundScores":
     """`used -> (best, prob)` for one round's predictions: `score_slots` with `used` left open.
 
     A round scores its slots once, then again each time a conflict takes a shot away (topk locks the
@@ -86,9 +86,11 @@ def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, ro
 
     `basis` (D, r) and `movie_coords` (B, I, r), from a backend that spans its predictions
     (`MovieState.output_basis`): the product runs over r instead of D (`unit_score_logits`).
+
+    `pick` (B, W), with `rows`: `pred` is already packed that way (a backend that predicts only the open
+    slots: `TorchBackend.step_coords`), row w being slot pick[b, w], the open slots first in slot order.
     """
-    pick = None
-    if rows is not None and pred.device.type == "cpu":
+    if pick is None and rows is not None and pred.device.type == "cpu":
         width = int(rows.sum(dim=1).max())
         if width < pred.shape[1]:
             # the open slots first (stable: slot order), cut to the widest movie's count
@@ -96,6 +98,8 @@ def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, ro
             pred = pred.gather(1, pick[..., None].expand(-1, -1, pred.shape[2]))
     if basis is not None:
         movie_unit = movie_coords
+    if pred.device.type == "cpu" and bool(movie_valid.all()):  # no padded shot to mask (a host check: free here)
+        movie_valid = None
     logits = unit_score_logits(pred, movie_unit, movie_valid, temperature, shot_prior, basis)  # (B, J or width, I)
     return RoundScores(logits, torch.logsumexp(logits, dim=-1), rows, pick)
 

@@ -47,15 +47,21 @@ class DecodeResult:
     rounds: torch.Tensor  # (B,) encoder passes each movie needed
 
 
-def cosine_schedule(round_index: int, total_rounds: int, lengths: torch.Tensor) -> torch.Tensor:
-    """Slots locked after round `round_index` (1-based) of `total_rounds`: L - floor(L · cos(π/2 · r/T))."""
-    remaining = torch.floor(lengths.to(torch.float64) * math.cos(math.pi / 2 * round_index / total_rounds))
-    return lengths - remaining.to(lengths.dtype)
+def cosine_schedule(round_index: int | list[int], total_rounds: int, lengths: torch.Tensor) -> torch.Tensor:
+    """Slots locked after round `round_index` (1-based) of `total_rounds`: L - floor(L · cos(π/2 · r/T)).
+    A list of rounds gives one row per round (the same numbers: one product and floor each)."""
+    rounds = [round_index] if isinstance(round_index, int) else round_index
+    factors = torch.tensor([math.cos(math.pi / 2 * r / total_rounds) for r in rounds], dtype=torch.float64)
+    locked = lengths - torch.floor(lengths.to(torch.float64) * factors[:, None]).to(lengths.dtype)
+    return locked[0] if isinstance(round_index, int) else locked
 
 
-def greedy_schedule(round_index: int, total_rounds: int, lengths: torch.Tensor) -> torch.Tensor:
-    """Slots locked after round `round_index`: one per round, most confident first, until all are."""
-    return lengths.clamp(max=round_index)
+def greedy_schedule(round_index: int | list[int], total_rounds: int, lengths: torch.Tensor) -> torch.Tensor:
+    """Slots locked after round `round_index`: one per round, most confident first, until all are (a list
+    of rounds: one row each)."""
+    if isinstance(round_index, int):
+        return lengths.clamp(max=round_index)
+    return torch.minimum(lengths, torch.tensor(round_index, dtype=lengths.dtype)[:, None])
 
 
 # modes that lock a scheduled count of the most confident open slots each round (no Bernoulli draws)
@@ -88,7 +94,7 @@ class RoundPlan:
         cap = config.rounds_cap if config.mode != "greedy" else max(int(free_lengths.max()), 1)
         if schedule is None:
             return cls(cap, None)
-        counts = torch.stack([schedule(r, cap, free_lengths) for r in range(cap + 1)])
+        counts = schedule(list(range(cap + 1)), cap, free_lengths)
         locks = counts[1:] > counts[:-1]
         return cls(cap, schedule, counts, locks, (locks * torch.arange(1, cap + 1)[:, None]).amax(dim=0))
 
@@ -293,9 +299,10 @@ def eager_round(backend: Backend, batch: Batch, plan: RoundPlan, config: DecodeC
     open_ = ~state.locked
     # a movie's steps count the passes that can lock some of its slots (the same alone or in any batch)
     batch.rounds += plan.locks_in_round[r - 1, batch.rows].to(device) if plan.schedule is not None else open_.any(dim=1)
-    pred, scored, basis, coords = round_predictions(backend, batch.movie_state, state.shots, open_, batch.slot_valid)
+    pred, pick, scored, basis, coords = round_predictions(backend, batch.movie_state, state.shots, open_,
+                                                          batch.slot_valid)
     score = round_scorer(pred, scored, batch.movie_valid, temperature, batch.prior(), rows=open_, basis=basis,
-                         movie_coords=coords)
+                         movie_coords=coords, pick=pick)
     if config.mode == "paper":
         best, prob = score(state.used)
         batch.q = torch.where(open_, (batch.q + prob).clamp(max=1.0), batch.q)
@@ -304,22 +311,22 @@ def eager_round(backend: Backend, batch: Batch, plan: RoundPlan, config: DecodeC
         if r == plan.cap:  # out of rounds: fill what is left greedily from this round's predictions
             lock_most_confident(state, score, (~state.locked).sum(dim=1), num_shots)
     else:  # pinned slots are locked from the start: the schedule counts the slots they leave open
-        need = plan.schedule(r, plan.cap, batch.free) - (state.locked & batch.slot_valid).sum(dim=1) + (
+        need = plan.counts[r, batch.rows].to(device) - (state.locked & batch.slot_valid).sum(dim=1) + (
             batch.lengths - batch.free)
         lock_most_confident(state, score, need, num_shots)
 
 
 def round_predictions(backend: Backend, movie_state, shots, open_, slot_valid) -> tuple:
-    """(predictions, the rows they are scored against, basis, movie_coords) for `round_scorer`: the
-    backend's own predictions in the output span (`step_coords`) where it has them for this state, else
-    `step`'s (B, J, D), which the scorer maps by the state's output basis when it has one."""
-    slots = slot_inputs(movie_state.scoring_keys, shots)
+    """(predictions, pick, the rows they are scored against, basis, movie_coords) for `round_scorer`: the
+    backend's own predictions of the open slots in the output span, packed (`step_coords`), where it has
+    them for this state, else `step`'s (B, J, D) (pick None), which the scorer maps by the state's
+    output basis when it has one."""
     step_coords = getattr(backend, "step_coords", None)
-    pred = None if step_coords is None else step_coords(movie_state, slots, open_, slot_valid)
-    if pred is not None:
-        return pred, movie_state.movie_coords, None, None
-    pred = backend.step(movie_state, slots, open_, slot_valid)  # (B, J, D)
-    return pred, movie_state.scoring_keys, movie_state.output_basis, movie_state.movie_coords
+    packed = None if step_coords is None else step_coords(movie_state, shots, open_, slot_valid)
+    if packed is not None:
+        return *packed, movie_state.movie_coords, None, None
+    pred = backend.step(movie_state, slot_inputs(movie_state.scoring_keys, shots), open_, slot_valid)  # (B, J, D)
+    return pred, None, movie_state.scoring_keys, movie_state.output_basis, movie_state.movie_coords
 
 
 def fused_round(backend: Backend, batch: Batch, config: DecodeConfig, temperature: float, round_dev: torch.Tensor):

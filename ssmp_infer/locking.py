@@ -88,8 +88,8 @@ def lock_one_at_a_time(state: DecodeState, scores, need: torch.Tensor) -> None:
     trailer's 57 ms on this project's CPU). Here each slot's best `max(need) + 1` free shots are found
     once, ordered (logit desc, index asc: the masked argmax's first-maximum rule), and a slot whose shot
     goes to another steps to its next one still free. A lock takes one shot, so a slot steps at most
-    `need` times and never runs out; a step onto a logit equal to the list's last (whose ties may lie
-    past the list) scores the slot's whole row, as the batched loop does every time.
+    `need` times and never reaches the list's last entry; a step onto a logit equal to that entry's
+    (whose ties may lie past the list) scores the slot's whole row, as the batched loop does every time.
 
     The confidences are bit for bit the batched loop's: each is the exp of the same logit minus the
     same log-sum-exp at the same place of a (B, W) tensor (a vectorised exp may round a value at one
@@ -100,11 +100,14 @@ def lock_one_at_a_time(state: DecodeState, scores, need: torch.Tensor) -> None:
     need_host = need.tolist()
     if not any(n > 0 for n in need_host):
         return
-    k = min(I, max(need_host) + 1)
+    # one entry past the most a slot can step: stepping onto the list's last entry (which may tie with
+    # shots past the list) would score the slot's whole row
+    k = min(I, max(need_host) + 2)
     top_val, top_idx = logits.masked_fill(state.used[:, None, :], float("-inf")).topk(k, dim=-1)  # ties: any order
     top_val, top_idx = top_val.numpy(), top_idx.numpy()
-    order = np.lexsort((top_idx, -top_val), axis=-1)  # ties: the lower shot first, as the argmax takes
-    top_val, top_idx = np.take_along_axis(top_val, order, -1), np.take_along_axis(top_idx, order, -1)
+    if (top_val[..., 1:] == top_val[..., :-1]).any():  # ties: the lower shot first, as the argmax takes
+        order = np.lexsort((top_idx, -top_val), axis=-1)
+        top_val, top_idx = np.take_along_axis(top_val, order, -1), np.take_along_axis(top_idx, order, -1)
     # an entry tied with the list's last may have equal shots of lower index past the list
     safe = np.ones(top_val.shape, dtype=bool) if k == I else top_val != top_val[..., k - 1:]
     slot_of = (scores.pick if scores.pick is not None else torch.arange(W).expand(B, W)).numpy()

@@ -16,7 +16,8 @@ they never change a real token's output.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -142,6 +143,8 @@ class MovieCache:
     movie_valid: torch.Tensor  # (B, I) bool
     shot_prior: torch.Tensor | None = None  # (B, I) float32 logit b_i, or None (model without a shot prior)
     slot_room: int = 0  # free rows after the movie's in every key/value tensor (`with_slot_room`)
+    # held while a step writes and reads the slot rows: copies of a kept state share these buffers
+    room_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def _map(self, fn) -> "MovieCache":
         prior = None if self.shot_prior is None else fn(self.shot_prior)
@@ -359,6 +362,8 @@ def score_logits(
 def unit_score_logits(pred, movie_unit, movie_valid, temperature: float, shot_prior=None, basis=None) -> torch.Tensor:
     """`score_logits` for a movie already L2-normalised (decoding normalises it once, not every round).
 
+    `movie_valid` None: every shot is real (nothing to mask).
+
     With `basis` (D, r), orthonormal columns spanning every `pred` (`output_basis`), `movie_unit` is
     given in those coordinates, (B, I, r): cos(v̂, m) = (Qᵀv̂)·(Qᵀm) when v̂ = QQᵀv̂, so the J×I
     product runs over r instead of D, equal up to float rounding.
@@ -370,7 +375,7 @@ def unit_score_logits(pred, movie_unit, movie_valid, temperature: float, shot_pr
     logits = cos / temperature
     if shot_prior is not None:
         logits = logits + shot_prior[:, None, :]
-    return logits.masked_fill(~movie_valid[:, None, :], float("-inf"))
+    return logits if movie_valid is None else logits.masked_fill(~movie_valid[:, None, :], float("-inf"))
 
 
 def output_basis(model: SSMPEncoder) -> torch.Tensor | None:

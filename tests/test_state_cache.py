@@ -3,6 +3,8 @@ runs only its rounds and is, bit for bit, the trailer a cold call gives, on ever
 here; the cache is bounded in bytes, evicts the least recently used state, and is keyed by the movie's
 content and how it was prepared."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -136,6 +138,19 @@ def test_keep_movie_keeps_what_the_next_call_finds():
     engine.candidates(features, 2, 7)
     assert len(calls) == 1 and engine.states.stats.hits == 2
     assert not Engine.load(device="cpu", state_cache_mb=0).keep_movie(features)
+
+
+def test_threads_decoding_one_kept_movie_at_once_get_the_cold_trailers():
+    """A kept movie's states (and the room its rounds write the slots' rows into) are shared by every call
+    that finds them; calls from a server's threads at once must still each get the cold trailer."""
+    features = movie(300, 7)
+    engine, cold = Engine.load(device="cpu"), Engine.load(device="cpu", state_cache_mb=0)
+    asks = [(6 + k % 9, DecodeConfig(mode="topk" if k % 2 else "paper", seed=k)) for k in range(24)]
+    want = [cold.generate(features, n, decode).shots for n, decode in asks]
+    engine.keep_movie(features)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda ask: engine.generate(features, *ask).shots, asks * 3))
+    assert got == want * 3 and engine.states.stats.misses == 1
 
 
 def test_the_cache_is_bounded_in_bytes_and_evicts_the_least_recently_used():

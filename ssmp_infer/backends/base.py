@@ -45,6 +45,9 @@ class MovieState:
     output_basis: torch.Tensor | None = None  # (D, r) orthonormal columns spanning every `step` output, or None
     movie_coords: torch.Tensor | None = None  # (B, I, r) keys @ output_basis, or None
     shot_keys: torch.Tensor | None = None  # (B, I, D) unit rows scored against, if not movie_unit (position keys)
+    # a backend's embeddings of the shots locked slots read, filled as they are first read and shared by
+    # every copy of a kept state (the torch backend's CPU rounds: slot_rounds.ShotEmbeddings), or None
+    shot_embeddings: Any = None
 
     @property
     def scoring_keys(self) -> torch.Tensor:
@@ -64,6 +67,7 @@ class MovieState:
             output_basis=self.output_basis,
             movie_coords=None if self.movie_coords is None else self.movie_coords.index_select(0, rows),
             shot_keys=None if self.shot_keys is None else self.shot_keys.index_select(0, rows),
+            shot_embeddings=None if self.shot_embeddings is None else self.shot_embeddings.select(rows),
         )
 
     def due_for_refresh(self) -> bool:

@@ -6,7 +6,7 @@ from ..config import PRECISIONS
 from ..model import SSMPEncoder, output_basis
 from .base import MovieState, default_refresh_every, new_movie_state
 from .cuda_graphs import capture_step, inside_replayed_round
-from .slot_rounds import SlotRounds
+from .slot_rounds import ShotEmbeddings, SlotRounds, slot_room_for
 
 
 class TorchBackend:
@@ -64,6 +64,9 @@ class TorchBackend:
             with self._autocast():
                 state.cache = self.model.prepare(state.movie_unit, movie_valid, movie_is_unit=True)
             state.shot_prior = state.cache.shot_prior
+            if self.slot_rounds is not None:  # kept (and counted) with the states; a kept state's copies share them
+                state.cache = state.cache.with_slot_room(slot_room_for(movie_valid.shape[1]))
+                state.shot_embeddings = ShotEmbeddings.empty(*movie_valid.shape, self.model.cfg.d_model)
         return state
 
     @torch.inference_mode()
@@ -86,15 +89,19 @@ class TorchBackend:
         return pred.float()
 
     @torch.inference_mode()
-    def step_coords(self, state: MovieState, slots, slot_masked, slot_valid) -> torch.Tensor | None:
-        """`step`'s predictions in `state.output_basis` coordinates, (B, J, r), for a movie whose states are
-        kept and exact (`slot_rounds.py`); None where that path does not apply (call `step`)."""
-        if self.slot_rounds is None or state.refresh_every != 0 or state.cache is None or state.movie_coords is None:
+    def step_coords(self, state: MovieState, shots, slot_masked, slot_valid) -> tuple | None:
+        """`step`'s predictions of the masked slots in `state.output_basis` coordinates, packed as the
+        decoder scores them ((B, W, r), and the slot of each row or None: `SlotRounds.__call__`), for a
+        movie whose states are kept and exact (`slot_rounds.py`), from the (B, J) shots the slots hold
+        (read where a slot is not masked); None where that path does not apply (call `step` with the
+        shots' features)."""
+        if (self.slot_rounds is None or state.refresh_every != 0 or state.cache is None or state.movie_coords is None
+                or state.shot_embeddings is None):
             return None
-        if state.cache.slot_room != slots.shape[1]:  # once per state: the slots' rows get a place
-            state.cache = state.cache.with_slot_room(slots.shape[1])
+        if state.cache.slot_room < shots.shape[1]:  # more slots than the prepared room: buffers of this decode's own
+            state.cache = state.cache.with_slot_room(shots.shape[1])
         state.steps_since_prepare += 1
-        return self.slot_rounds(state.cache, slots, slot_masked, slot_valid)
+        return self.slot_rounds(state.cache, state.shot_embeddings, state.scoring_keys, shots, slot_masked, slot_valid)
 
     def _replay_step(self, state: MovieState, *inputs: torch.Tensor) -> torch.Tensor:
         """The cached step through this state's CUDA graph, captured on its first use."""
