@@ -182,7 +182,7 @@ KERNELS = ("auto", "torch", "triton")  # the decoding round's implementation (ss
 # trailer of any movie this engine is sized for, while topk's per-round schedule (planned up front)
 # stays a fraction of a second; 10^9 rounds would take weeks.
 MAX_ROUNDS = 10_000
-DEFAULT_STATE_CACHE_MB = 512  # movie states an engine keeps: ~17 CMTD-sized movies of the demo preset (~29 MB each)
+DEFAULT_STATE_CACHE_MB = 512  # movie states an engine keeps: ~13 CMTD-sized movies of the demo preset (~37 MB each)
 SEED_LIMIT = 2**63  # seeds reach int64 tensors and hashes: every --seed, query seed and synth seed is below it
 
 

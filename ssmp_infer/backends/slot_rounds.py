@@ -22,8 +22,9 @@ the same computation with those overheads taken out, and nothing else changed:
 - the output comes straight in the coordinates of the model's output span (`model.output_basis` Q):
   Qᵀ(W·x + c) = (QᵀW)·x + Qᵀc, so the round neither maps to D (1024) nor back to r (193).
 
-It equals `SSMPEncoder.step` followed by `@ Q` on the masked slots up to float rounding (tests/test_slot_rounds.py), and every
-trailer, warm or cold, runs through the same code, so a warm trailer is still the cold one bit for bit.
+It equals `SSMPEncoder.step` followed by `@ Q` on the masked slots up to float rounding
+(tests/test_slot_rounds.py), and every trailer, warm or cold, runs through the same code, so a warm
+trailer is still the cold one bit for bit.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from ..model import MovieCache, SSMPEncoder, position_features
 
 
 # Slot rows a movie's states get when prepared: every trailer up to this many slots writes its keys and
-# values there, where a longer one copies the movie's rows into buffers of its own (~0.15 ms at 400
-# shots, ~1.5 ms at 1909, on this project's CPUs). Twice the default length, and at least 64.
+# values there, where a longer one copies the movie's rows into buffers of its own, as every trailer
+# did before (0.3 ms of a warm trailer at 400 shots, 1.6 ms at 1909, on this project's Xeon). Twice the
+# default length, and at least 64.
 def slot_room_for(shots: int) -> int:
     return max(64, 2 * default_trailer_length(shots))
 
