@@ -85,7 +85,7 @@ def lock_one_at_a_time(state: DecodeState, scores, need: torch.Tensor) -> None:
 
     Why: with a shot prior most slots favour the same few shots, so nearly every lock is a conflict
     and the batched loop re-scores the whole J×I matrix once per lock (13 of a warm CMTD-sized topk
-    trailer's 57 ms on this project's CPU). Here each slot's best `max(need) + 1` free shots are found
+    trailer's 57 ms on this project's CPU). Here each slot's best `max(need) + 2` free shots are found
     once, ordered (logit desc, index asc: the masked argmax's first-maximum rule), and a slot whose shot
     goes to another steps to its next one still free. A lock takes one shot, so a slot steps at most
     `need` times and never reaches the list's last entry; a step onto a logit equal to that entry's

@@ -132,11 +132,12 @@ class SlotRounds:
         decoder never reads), or of slot w when pick is None (W = J). The decoder reads only masked
         slots' predictions, so the last block runs only those rows. `shots` (B, J) the shot each slot
         holds (read where the slot is not masked) among `keys` (B, I, D), the rows locked slots read;
-        `cache` has room for exactly J slot rows (`MovieCache.with_slot_room`)."""
+        `cache` has room for at least J slot rows (`MovieCache.with_slot_room`)."""
         B, J = shots.shape
         I, d = cache.movie_valid.shape[1], self.width
         assert cache.slot_room >= J, "the cache needs room for these slots' keys and values"
-        x = (self.slot_embeddings(embedded, keys, shots, slot_masked, slot_valid) + self.positions(slot_valid)).view(B * J, d)
+        x = self.slot_embeddings(embedded, keys, shots, slot_masked, slot_valid) + self.positions(slot_valid)
+        x = x.view(B * J, d)
         key_valid = torch.cat([cache.movie_valid, slot_valid], dim=1)
         mask = None if bool(key_valid.all()) else key_valid[:, None, None, :]
         read = slot_masked & slot_valid
@@ -150,8 +151,8 @@ class SlotRounds:
                 # with the same bits as from a buffer of exactly I + J rows)
                 keys, values = keys[:, :, :I + J], values[:, :, :I + J]
                 a = F.layer_norm(x, (d,), *layer["ln1"])
-                q, k, v = torch.addmm(layer["qkv"][1], a, layer["qkv"][0]).view(B, J, 3, self.heads, self.head_dim
-                                                                                  ).permute(2, 0, 3, 1, 4)  # (B, H, J, hd)
+                qkv = torch.addmm(layer["qkv"][1], a, layer["qkv"][0]).view(B, J, 3, self.heads, self.head_dim)
+                q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 × (B, H, J, hd)
                 keys[:, :, I:].copy_(k)
                 values[:, :, I:].copy_(v)
                 rows = J
@@ -164,4 +165,5 @@ class SlotRounds:
                 a = F.layer_norm(x, (d,), *layer["ln2"])
                 x = x + torch.addmm(layer["fc2"][1], F.gelu(torch.addmm(layer["fc1"][1], a, layer["fc1"][0])),
                                     layer["fc2"][0])
-        return torch.addmm(self.out[1], F.layer_norm(x, (d,), *self.ln_f), self.out[0]).view(B, -1, self.out[0].shape[1]), pick
+        out = torch.addmm(self.out[1], F.layer_norm(x, (d,), *self.ln_f), self.out[0])
+        return out.view(B, -1, out.shape[1]), pick
