@@ -132,13 +132,18 @@ class Batch:
         prior = self.movie_state.shot_prior
         return prior if prior is None or self.prior_weight == 1.0 else prior * self.prior_weight
 
-    def finish(self, done_host: torch.Tensor, out: DecodeResult) -> None:
-        """Write rows `done_host` (bool over the batch, on the host) to `out` and drop them from every state."""
+    def write_out(self, done_host: torch.Tensor, out: DecodeResult) -> None:
+        """Write rows `done_host` (bool over the batch, on the host) to `out`."""
         device = self.q.device
         rows, done = self.rows[done_host].to(device), done_host.to(device)
         out.shots[rows] = torch.where(self.slot_valid[done], self.state.shots[done], -1)
         out.confidence[rows] = torch.where(self.slot_valid[done], self.state.confidence[done], 0.0)
         out.rounds[rows] = self.rounds[done]
+
+    def finish(self, done_host: torch.Tensor, out: DecodeResult) -> None:
+        """Write rows `done_host` (bool over the batch, on the host) to `out` and drop them from every state."""
+        device = self.q.device
+        self.write_out(done_host, out)
         keep_host = (~done_host).nonzero().squeeze(1)
         keep = keep_host.to(device)
         self.rows = self.rows[keep_host]
@@ -228,8 +233,8 @@ def generate(
         c = fused_round(backend, batch, config, temperature, round_dev)
         if last:  # out of rounds: fill what is left greedily from this round's predictions
             select_remask(c, batch.state, batch.q, batch.slots, "topk", need=(~batch.state.locked).sum(dim=1))
-    if len(batch.rows):
-        batch.finish(torch.ones(len(batch.rows), dtype=torch.bool), out)
+    if len(batch.rows):  # the rows still here are done: written out, nothing left to drop them from
+        batch.write_out(torch.ones(len(batch.rows), dtype=torch.bool), out)
     return out
 
 

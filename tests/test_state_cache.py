@@ -83,14 +83,18 @@ def test_the_key_is_the_movies_content_and_how_it_was_prepared():
 
 
 def test_movies_that_differ_outside_the_keys_sample_are_told_apart_by_their_bytes():
-    """The key digests a sample of the rows; the bytes decide. A movie changed in a row the sample skips
+    """The key digests a sample of the values; the bytes decide. A movie changed in a row the sample skips
     shares the key but not the states, and the caller changing its array after a call gets no stale state."""
     engine, cold = Engine.load(device="cpu"), Engine.load(device="cpu", state_cache_mb=0)
     calls = counting(engine)
-    features = movie(320, 8)  # the key samples every 20th row
+    features = movie(320, 8)  # the key samples every 20th row, and every 16th value of it
     twin = features.copy()
     twin[3] = movie(1, 9)[0]  # a row the sample skips
     assert engine.states.key(twin, None).digest == engine.states.key(features, None).digest
+    for value, sampled in (((20, 1), False), ((20, 16), True)):  # a sampled row: a skipped value, a sampled one
+        changed = features.copy()
+        changed[value] += 1.0
+        assert (engine.states.key(changed, None).digest != engine.states.key(features, None).digest) == sampled
     first = engine.generate(features, 9, DecodeConfig(mode="topk"))
     second = engine.generate(twin, 9, DecodeConfig(mode="topk"))
     assert len(calls) == 2 and engine.states.stats.hits == 0  # the twin was prepared, not served the first's states
