@@ -87,6 +87,8 @@ def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, ro
     `basis` (D, r) and `movie_coords` (B, I, r), from a backend that spans its predictions
     (`MovieState.output_basis`): the product runs over r instead of D (`unit_score_logits`).
 
+    `movie_valid` None: every shot is real (nothing to mask).
+
     `pick` (B, W), with `rows`: `pred` is already packed that way (a backend that predicts only the open
     slots: `TorchBackend.step_coords`), row w being slot pick[b, w], the open slots first in slot order.
     """
@@ -98,8 +100,6 @@ def round_scorer(pred, movie_unit, movie_valid, temperature, shot_prior=None, ro
             pred = pred.gather(1, pick[..., None].expand(-1, -1, pred.shape[2]))
     if basis is not None:
         movie_unit = movie_coords
-    if pred.device.type == "cpu" and bool(movie_valid.all()):  # no padded shot to mask (a host check: free here)
-        movie_valid = None
     logits = unit_score_logits(pred, movie_unit, movie_valid, temperature, shot_prior, basis)  # (B, J or width, I)
     return RoundScores(logits, torch.logsumexp(logits, dim=-1), rows, pick)
 

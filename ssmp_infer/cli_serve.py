@@ -87,13 +87,6 @@ def cmd_serve(args) -> None:
     serve_forever(args, engine_options(args), feature_dim, limits, {"num_cpus": 0 if gpus else 1, "num_gpus": gpus})
 
 
-def torch_threads() -> int:
-    """The intra-op threads torch computes with in this process: what a `run` in this shell gets."""
-    import torch
-
-    return torch.get_num_threads()
-
-
 def serve_forever(args, engine_options: dict, feature_dim: int, limits, resources: dict) -> None:
     import signal
 
@@ -118,6 +111,7 @@ def serve_forever(args, engine_options: dict, feature_dim: int, limits, resource
 
 def serve_until_stopped(args, engine_options: dict, feature_dim: int, limits, resources: dict, stop) -> None:
     """Deploy, say so, wait for `stop` (set by SIGTERM or Ctrl-C, also during start-up), drain."""
+    import torch
     from ray import serve
 
     from .serve.app import APP_NAME, build_app
@@ -128,7 +122,7 @@ def serve_until_stopped(args, engine_options: dict, feature_dim: int, limits, re
     # 1909-shot movie picked another shot with 1 thread than with 2. A local server's replicas compute
     # with the threads `run` gets in this shell, so their trailers are `run`'s; a cluster's machines
     # differ from this one, and keep Ray's default.
-    threads = torch_threads() if args.address is None else None
+    threads = torch.get_num_threads() if args.address is None else None  # what a `run` in this shell gets
     app = build_app(engine_options, feature_dim, limits, replicas=args.replicas,
                     max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000,
                     replica_resources=resources, threads=threads)

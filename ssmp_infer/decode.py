@@ -125,6 +125,7 @@ class Batch:
     slots: torch.Tensor | None = None  # (B, J, D)
     composition: int = 0  # changes whenever rows leave: a captured round is stale then
     prior_weight: float = 1.0  # the model's weight on its shot prior when decoding (ModelConfig.prior_weight)
+    every_shot_real: bool = False  # no padded shot in any row (one movie): scoring has nothing to mask
 
     def prior(self) -> torch.Tensor | None:
         """The shot prior the rounds score with: the backend's b_i (refreshed with the states under full
@@ -190,11 +191,11 @@ def generate(
     if movie is None and prepared is None:
         raise ValueError("generate needs the movie, or its prepared states")
     device = movie_valid.device
-    check_lengths(lengths, movie_valid, banned)
+    every_shot_real = check_lengths(lengths, movie_valid, banned)
     sync_every = sync_every or (1 if device.type == "cpu" else 4)
     fused = use_triton(config.kernels, device, int(lengths.max()))  # the round as two Triton launches
     batch, plan = start(backend, movie, movie_valid, lengths, config, pins, banned, copies, seeds, fused, prepared)
-    batch.prior_weight = float(prior_weight)
+    batch.prior_weight, batch.every_shot_real = float(prior_weight), every_shot_real
     J = batch.slot_valid.shape[1]
     out = DecodeResult(
         shots=torch.full((len(batch.rows), J), -1, dtype=torch.int64, device=device),
@@ -238,12 +239,14 @@ def generate(
     return out
 
 
-def check_lengths(lengths: torch.Tensor, movie_valid: torch.Tensor, banned: torch.Tensor | None) -> None:
-    """Each trailer length in 1..the movie's real shots (less its banned ones): no shot appears twice."""
-    B = movie_valid.shape[0]
+def check_lengths(lengths: torch.Tensor, movie_valid: torch.Tensor, banned: torch.Tensor | None) -> bool:
+    """Each trailer length in 1..the movie's real shots (less its banned ones): no shot appears twice.
+    Returns whether every shot of every movie is real (no padding), read from the same count."""
+    B, I = movie_valid.shape
     if lengths.shape != (B,):
         raise InputError(f"expected {B} trailer lengths, one per movie, got shape {tuple(lengths.shape)}")
     real_shots = movie_valid.sum(dim=1).cpu()
+    every_shot_real = bool((real_shots == I).all())
     if banned is not None:
         real_shots = real_shots - (banned.cpu() & movie_valid.cpu()).sum(dim=1)
     lengths = lengths.cpu()
@@ -254,6 +257,7 @@ def check_lengths(lengths: torch.Tensor, movie_valid: torch.Tensor, banned: torc
             f"movie {k}: trailer length {int(lengths[k])} is not in 1..{int(real_shots[k])}, the number of "
             "its real shots" + (" not banned" if banned is not None else "") + " (no shot appears twice)"
         )
+    return every_shot_real
 
 
 def start(backend: Backend, movie, movie_valid, lengths, config: DecodeConfig, pins, banned, copies: int, seeds,
@@ -306,7 +310,8 @@ def eager_round(backend: Backend, batch: Batch, plan: RoundPlan, config: DecodeC
     batch.rounds += plan.locks_in_round[r - 1, batch.rows].to(device) if plan.schedule is not None else open_.any(dim=1)
     pred, pick, scored, basis, coords = round_predictions(backend, batch.movie_state, state.shots, open_,
                                                           batch.slot_valid)
-    score = round_scorer(pred, scored, batch.movie_valid, temperature, batch.prior(), rows=open_, basis=basis,
+    shot_valid = None if batch.every_shot_real else batch.movie_valid
+    score = round_scorer(pred, scored, shot_valid, temperature, batch.prior(), rows=open_, basis=basis,
                          movie_coords=coords, pick=pick)
     if config.mode == "paper":
         best, prob = score(state.used)

@@ -105,6 +105,18 @@ def test_finished_movies_leave_the_batch_and_change_no_trailer(mode):
         assert (got.shots[k, n:] == -1).all()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_padded_shots_count_in_no_softmax(mode):
+    """A model without a shot prior gives padded shots a finite cosine: only the mask keeps them out of
+    the softmax, so a padded movie's confidences are its own alone (a batch that skipped the mask fails)."""
+    feats, lengths = movies([12, 40], seed=6), [4, 6]
+    config = DecodeConfig(mode=mode, seed=2)
+    got = decode(TorchBackend(tiny_model()), feats, lengths, config)
+    alone = decode(TorchBackend(tiny_model()), feats[:1], lengths[:1], config)
+    assert got.shots[0, :4].tolist() == alone.shots[0].tolist()
+    assert_close(got.confidence[0, :4], alone.confidence[0], atol=1e-6, rtol=1e-5)
+
+
 def test_movie_state_select_equals_preparing_the_subset():
     model = tiny_model(shot_prior=True)
     backend = TorchBackend(model)
