@@ -4,6 +4,8 @@ the held-out data may differ (`benchmarks/RESULTS.md`, 2026-12-07, session 15):
 
     python benchmarks/heldout_lookalikes.py offset SRC DST [--scale 1.0]
     python benchmarks/heldout_lookalikes.py clean --taste 0.3 -- --out DST --movies 150 ...(synth's options)
+    python benchmarks/heldout_lookalikes.py weaken SRC DST [--keep 0.25]
+    python benchmarks/heldout_lookalikes.py reference ROOT
 
 - `offset`: a copy of data root SRC with every feature, movie and trailer shots alike, moved by one
   fixed random vector of `scale` times the median shot norm. Image embeddings share a large common
@@ -11,11 +13,20 @@ the held-out data may differ (`benchmarks/RESULTS.md`, 2026-12-07, session 15):
 - `clean`: `ssmp-infer synth` with the editor's taste temperature (`synth.TASTE`, 0.45) set to `--taste`:
   less label noise, so the world's rule scores higher. The held-out data's own figure (a linear scorer
   reaching F1 0.70) is above what synth's rule reaches at 0.45 (~0.61).
+- `weaken`: a copy of direction world SRC whose features keep only `keep` of their component along the
+  world's hidden direction (rebuilt from `ceiling.json`'s seed), trailer shots alike: the same labels,
+  and the reference scorer below ranks the same way, but a learner sees the direction less.
+- `reference`: the held-out figure's kind of scorer on a direction world's test split, to place a world
+  beside that 0.70. It knows the world's hidden direction (it rebuilds the world from `ceiling.json`'s
+  seed) and guesses scene openings from the features: a shot unlike the two before it and like the next.
+  Each movie's top-J shots by sqrt(1 - s)·z(feature · direction) + sqrt(s)·z(opening), with s the
+  world's share of openings; F1 against the labels eval uses.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +35,7 @@ import numpy as np
 
 from ssmp_infer import synth
 from ssmp_infer.cli import main as cli_main
+from ssmp_infer.data import load_split
 
 
 def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234) -> float:
@@ -47,6 +59,46 @@ def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234) -> float:
     return float(((unit @ unit.T).sum() - n) / (n * n - n))
 
 
+def weaken_copy(src: Path, dst: Path, keep: float) -> None:
+    hidden = world_of(src).hidden.astype(np.float32)
+    for f in sorted(src.rglob("*.npy")):
+        x = np.load(f).astype(np.float32)
+        out = dst / f.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, (x - (1 - keep) * np.outer(x @ hidden, hidden)).astype(np.float16))
+    for f in src.glob("*.json"):
+        shutil.copy(f, dst / f.name)
+
+
+def world_of(root: Path) -> synth.World:
+    """The direction world a synth data root was drawn from."""
+    meta = json.loads((root / synth.CEILING_FILE).read_text())
+    return synth.World(meta["world_seed"], meta["feature_dim"], worth="direction", order=meta["order"],
+                       trailer_fraction=meta["trailer_fraction"])
+
+
+def standardised(v: np.ndarray) -> np.ndarray:
+    return (v - v.mean()) / (v.std() + 1e-9)
+
+
+def reference_f1(root: Path) -> float:
+    """Mean test F1 of the reference scorer (module docstring) on a synth direction world."""
+    world = world_of(root)
+    scores = []
+    for example in load_split(root, "test"):
+        x = example.movie.astype(np.float64)
+        unit = np.pad(x / np.linalg.norm(x, axis=1, keepdims=True), ((2, 2), (0, 0)), mode="edge")
+        n = len(x)
+        before, after = unit[0:n] + unit[1:n + 1], unit[2:n + 2] + unit[3:n + 3]  # 2 shots before; this and the next
+        change = -(before * after).sum(1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
+        change[0] = -1.0  # the first shot has nothing before it
+        worth = (np.sqrt(1 - world.open_share) * standardised(x @ world.hidden)
+                 + np.sqrt(world.open_share) * standardised(change))
+        J = len(example.targets)
+        scores.append(len(set(np.argsort(-worth)[:J].tolist()) & set(example.targets.tolist())) / J)
+    return float(np.mean(scores))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
@@ -57,11 +109,21 @@ def main() -> None:
     clean = kinds.add_parser("clean")
     clean.add_argument("--taste", type=float, required=True)
     clean.add_argument("synth_args", nargs=argparse.REMAINDER)
+    weaken = kinds.add_parser("weaken")
+    weaken.add_argument("src", type=Path)
+    weaken.add_argument("dst", type=Path)
+    weaken.add_argument("--keep", type=float, default=0.25)
+    reference = kinds.add_parser("reference")
+    reference.add_argument("root", type=Path)
     args = parser.parse_args()
-    if args.kind == "offset":
-        if args.dst.exists():
-            sys.exit(f"{args.dst} exists; choose a new directory")
+    if args.kind in ("offset", "weaken") and args.dst.exists():
+        sys.exit(f"{args.dst} exists; choose a new directory")
+    if args.kind == "weaken":
+        weaken_copy(args.src, args.dst, args.keep)
+    elif args.kind == "offset":
         print(f"mean cosine between two shots of one movie: {offset_copy(args.src, args.dst, args.scale):.3f}")
+    elif args.kind == "reference":
+        print(f"reference scorer, test F1: {reference_f1(args.root):.3f}")
     else:
         synth.TASTE = args.taste  # read by synth.make_movie at each draw
         sys.argv = ["ssmp-infer", "synth"] + [a for a in args.synth_args if a != "--"]
