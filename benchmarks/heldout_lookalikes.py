@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Two more lookalikes of the learning issue's held-out data, each a `synth` world changed in one way
-the held-out data may differ (`benchmarks/RESULTS.md`, 2026-12-07, session 15):
+"""More lookalikes of the learning issue's held-out data, each a `synth` world changed in one way the
+held-out data may differ, and the issue's kind of reference scorer to place a world beside it
+(`benchmarks/RESULTS.md`, 2026-12-07, session 15):
 
     python benchmarks/heldout_lookalikes.py offset SRC DST [--scale 1.0]
     python benchmarks/heldout_lookalikes.py clean --taste 0.3 -- --out DST --movies 150 ...(synth's options)
@@ -60,6 +61,7 @@ def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234) -> float:
 
 
 def weaken_copy(src: Path, dst: Path, keep: float) -> None:
+    """Write the copy whose features keep `keep` of their component along the world's hidden direction."""
     hidden = world_of(src).hidden.astype(np.float32)
     for f in sorted(src.rglob("*.npy")):
         x = np.load(f).astype(np.float32)
