@@ -36,7 +36,19 @@ import numpy as np
 
 from ssmp_infer import synth
 from ssmp_infer.cli import main as cli_main
-from ssmp_infer.data import load_split
+from ssmp_infer.data import MOVIE_DIR, load_split, unit_rows
+
+
+def transformed_copy(src: Path, dst: Path, transform) -> None:
+    """Copy data root SRC to DST with every feature array (movie and trailer shots alike) passed through
+    `transform` ((n, D) float32 -> (n, D) float32), stored as float16 as synth stores them; the labels and
+    the rule's ceiling (the .json files) are unchanged."""
+    for f in sorted(src.rglob("*.npy")):
+        out = dst / f.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, transform(np.load(f).astype(np.float32)).astype(np.float16))
+    for f in src.glob("*.json"):
+        shutil.copy(f, dst / f.name)
 
 
 def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234) -> float:
@@ -48,14 +60,8 @@ def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234) -> float:
     shift = np.random.default_rng(seed).standard_normal(first.shape[1]).astype(np.float32)
     shift /= np.linalg.norm(shift)
     shift *= scale * float(np.median(np.linalg.norm(first, axis=1)))
-    for f in files:
-        out = dst / f.relative_to(src)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, (np.load(f).astype(np.float32) + shift).astype(np.float16))
-    for f in src.glob("*.json"):  # the rule's ceiling: the labels are unchanged
-        shutil.copy(f, dst / f.name)
-    movie = np.load(sorted((dst / "train" / "movie_shot_embs").glob("*.npy"))[0]).astype(np.float32)
-    unit = movie / np.linalg.norm(movie, axis=1, keepdims=True)
+    transformed_copy(src, dst, lambda x: x + shift)
+    unit = unit_rows(np.load(sorted((dst / "train" / MOVIE_DIR).glob("*.npy"))[0]).astype(np.float32))
     n = len(unit)
     return float(((unit @ unit.T).sum() - n) / (n * n - n))
 
@@ -63,13 +69,7 @@ def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234) -> float:
 def weaken_copy(src: Path, dst: Path, keep: float) -> None:
     """Write the copy whose features keep `keep` of their component along the world's hidden direction."""
     hidden = world_of(src).hidden.astype(np.float32)
-    for f in sorted(src.rglob("*.npy")):
-        x = np.load(f).astype(np.float32)
-        out = dst / f.relative_to(src)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, (x - (1 - keep) * np.outer(x @ hidden, hidden)).astype(np.float16))
-    for f in src.glob("*.json"):
-        shutil.copy(f, dst / f.name)
+    transformed_copy(src, dst, lambda x: x - (1 - keep) * np.outer(x @ hidden, hidden))
 
 
 def world_of(root: Path) -> synth.World:
@@ -79,23 +79,19 @@ def world_of(root: Path) -> synth.World:
                        trailer_fraction=meta["trailer_fraction"])
 
 
-def standardised(v: np.ndarray) -> np.ndarray:
-    return (v - v.mean()) / (v.std() + 1e-9)
-
-
 def reference_f1(root: Path) -> float:
     """Mean test F1 of the reference scorer (module docstring) on a synth direction world."""
     world = world_of(root)
     scores = []
     for example in load_split(root, "test"):
         x = example.movie.astype(np.float64)
-        unit = np.pad(x / np.linalg.norm(x, axis=1, keepdims=True), ((2, 2), (0, 0)), mode="edge")
+        unit = np.pad(unit_rows(x), ((2, 2), (0, 0)), mode="edge")
         n = len(x)
         before, after = unit[0:n] + unit[1:n + 1], unit[2:n + 2] + unit[3:n + 3]  # 2 shots before; this and the next
         change = -(before * after).sum(1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
         change[0] = -1.0  # the first shot has nothing before it
-        worth = (np.sqrt(1 - world.open_share) * standardised(x @ world.hidden)
-                 + np.sqrt(world.open_share) * standardised(change))
+        worth = (np.sqrt(1 - world.open_share) * synth._standardise(x @ world.hidden)
+                 + np.sqrt(world.open_share) * synth._standardise(change))
         J = len(example.targets)
         scores.append(len(set(np.argsort(-worth)[:J].tolist()) & set(example.targets.tolist())) / J)
     return float(np.mean(scores))
