@@ -6,6 +6,9 @@ held-out data may differ, and the issue's kind of reference scorer to place a wo
     python benchmarks/heldout_lookalikes.py offset SRC DST [--scale 1.0]
     python benchmarks/heldout_lookalikes.py clean --taste 0.3 -- --out DST --movies 150 ...(synth's options)
     python benchmarks/heldout_lookalikes.py weaken SRC DST [--keep 0.25]
+    python benchmarks/heldout_lookalikes.py film-look SRC DST [--scale 1.0]
+    python benchmarks/heldout_lookalikes.py order --noise 100 -- --out DST --movies 150 ...(synth's options)
+    python benchmarks/heldout_lookalikes.py rank --noise 0.5 -- --out DST --movies 150 ...(synth's options)
     python benchmarks/heldout_lookalikes.py reference ROOT
 
 - `offset`: a copy of data root SRC with every feature, movie and trailer shots alike, moved by one
@@ -17,6 +20,14 @@ held-out data may differ, and the issue's kind of reference scorer to place a wo
 - `weaken`: a copy of direction world SRC whose features keep only `keep` of their component along the
   world's hidden direction (rebuilt from `ceiling.json`'s seed), trailer shots alike: the same labels,
   and the reference scorer below ranks the same way, but a learner sees the direction less.
+- `film-look`: as `offset`, but each movie (its trailer shots alike) moved by a vector of its own: a
+  film's look, shared by its shots and no other film's, which a model could learn to recognise films by.
+- `order`: `ssmp-infer synth` with the arc order's noise (`synth.ORDER_NOISE`, 0.35) set to `--noise`:
+  the scenes after the opening act in an order of little or no rule (the opening act and each scene's own
+  shots stay in movie order).
+- `rank`: `ssmp-infer synth` with each trailer ordered by the rule's own worthiness, rising, plus normal
+  noise of sd `--noise` (worthiness is standardised): an order that builds up, set by what selects the
+  shots rather than by where they are.
 - `reference`: the held-out figure's kind of scorer on a direction world's test split, to place a world
   beside that 0.70. It knows the world's hidden direction (it rebuilds the world from `ceiling.json`'s
   seed) and guesses scene openings from the features: a shot unlike the two before it and like the next.
@@ -30,6 +41,7 @@ import argparse
 import json
 import shutil
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,26 +53,37 @@ from ssmp_infer.data import MOVIE_DIR, load_split, unit_rows
 
 def transformed_copy(src: Path, dst: Path, transform) -> None:
     """Copy data root SRC to DST with every feature array (movie and trailer shots alike) passed through
-    `transform` ((n, D) float32 -> (n, D) float32), stored as float16 as synth stores them; the labels and
-    the rule's ceiling (the .json files) are unchanged."""
+    `transform` ((n, D) float32 and the file's stem -> (n, D) float32; a movie's file and its trailer's share
+    the stem), stored as float16 as synth stores them; the labels and the rule's ceiling (the .json files)
+    are unchanged."""
     for f in sorted(src.rglob("*.npy")):
         out = dst / f.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, transform(np.load(f).astype(np.float32)).astype(np.float16))
+        np.save(out, transform(np.load(f).astype(np.float32), f.stem).astype(np.float16))
     for f in src.glob("*.json"):
         shutil.copy(f, dst / f.name)
 
 
-def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234) -> float:
-    """Write the moved copy; returns the mean cosine between two shots of the first training movie."""
+def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234, per_film: bool = False) -> float:
+    """Write the moved copy (one vector, or with `per_film` one per movie, drawn from its files' name);
+    returns the mean cosine between two shots of the first training movie."""
     files = sorted(src.rglob("*.npy"))
     if not files:
         sys.exit(f"{src} holds no .npy files")
     first = np.load(files[0]).astype(np.float32)
-    shift = np.random.default_rng(seed).standard_normal(first.shape[1]).astype(np.float32)
-    shift /= np.linalg.norm(shift)
-    shift *= scale * float(np.median(np.linalg.norm(first, axis=1)))
-    transformed_copy(src, dst, lambda x: x + shift)
+    length = scale * float(np.median(np.linalg.norm(first, axis=1)))
+    if per_film:
+        def film_look(name: str) -> np.ndarray:
+            v = np.random.default_rng(zlib.crc32(name.encode())).standard_normal(first.shape[1]).astype(np.float32)
+            v *= length / np.linalg.norm(v)
+            return v
+
+        transformed_copy(src, dst, lambda x, name: x + film_look(name))
+    else:
+        shift = np.random.default_rng(seed).standard_normal(first.shape[1]).astype(np.float32)
+        shift /= np.linalg.norm(shift)
+        shift *= length
+        transformed_copy(src, dst, lambda x, name: x + shift)
     unit = unit_rows(np.load(sorted((dst / "train" / MOVIE_DIR).glob("*.npy"))[0]).astype(np.float32))
     n = len(unit)
     return float(((unit @ unit.T).sum() - n) / (n * n - n))
@@ -69,7 +92,30 @@ def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234) -> float:
 def weaken_copy(src: Path, dst: Path, keep: float) -> None:
     """Write the copy whose features keep `keep` of their component along the world's hidden direction."""
     hidden = world_of(src).hidden.astype(np.float32)
-    transformed_copy(src, dst, lambda x: x - (1 - keep) * np.outer(x @ hidden, hidden))
+    transformed_copy(src, dst, lambda x, name: x - (1 - keep) * np.outer(x @ hidden, hidden))
+
+
+def order_by_worth(noise: float) -> None:
+    """Make synth order each trailer by the rule's worthiness, rising, plus N(0, noise²) (the `rank` world).
+
+    `make_movie` selects twice (the editor's sample, then the rule's noise-free top J, by worthiness
+    itself) before it orders either; the order reads the worthiness the last selection was given."""
+    select, seen = synth.select, {}
+
+    def remembering(keys, scene, setup, length):
+        seen["worth"] = keys
+        return select(keys, scene, setup, length)
+
+    def by_worth(chosen, x, scene, intensity, opening, draw):
+        key = seen["worth"][chosen] + (noise * draw(len(chosen)) if draw is not None else 0.0)
+        return np.asarray(chosen)[np.argsort(key, kind="stable")].astype(np.int64)
+
+    synth.select, synth.arrange = remembering, by_worth
+
+
+def run_synth(synth_args: list[str]) -> None:
+    sys.argv = ["ssmp-infer", "synth"] + [a for a in synth_args if a != "--"]
+    cli_main()
 
 
 def world_of(root: Path) -> synth.World:
@@ -111,21 +157,35 @@ def main() -> None:
     weaken.add_argument("src", type=Path)
     weaken.add_argument("dst", type=Path)
     weaken.add_argument("--keep", type=float, default=0.25)
+    film_look = kinds.add_parser("film-look")
+    film_look.add_argument("src", type=Path)
+    film_look.add_argument("dst", type=Path)
+    film_look.add_argument("--scale", type=float, default=1.0)
+    for name in ("order", "rank"):
+        drawn = kinds.add_parser(name)
+        drawn.add_argument("--noise", type=float, required=True)
+        drawn.add_argument("synth_args", nargs=argparse.REMAINDER)
     reference = kinds.add_parser("reference")
     reference.add_argument("root", type=Path)
     args = parser.parse_args()
-    if args.kind in ("offset", "weaken") and args.dst.exists():
+    if args.kind in ("offset", "weaken", "film-look") and args.dst.exists():
         sys.exit(f"{args.dst} exists; choose a new directory")
     if args.kind == "weaken":
         weaken_copy(args.src, args.dst, args.keep)
-    elif args.kind == "offset":
-        print(f"mean cosine between two shots of one movie: {offset_copy(args.src, args.dst, args.scale):.3f}")
+    elif args.kind in ("offset", "film-look"):
+        cosine = offset_copy(args.src, args.dst, args.scale, per_film=args.kind == "film-look")
+        print(f"mean cosine between two shots of one movie: {cosine:.3f}")
     elif args.kind == "reference":
         print(f"reference scorer, test F1: {reference_f1(args.root):.3f}")
+    elif args.kind == "order":
+        synth.ORDER_NOISE = args.noise  # read by synth.arrange at each draw
+        run_synth(args.synth_args)
+    elif args.kind == "rank":
+        order_by_worth(args.noise)
+        run_synth(args.synth_args)
     else:
         synth.TASTE = args.taste  # read by synth.make_movie at each draw
-        sys.argv = ["ssmp-infer", "synth"] + [a for a in args.synth_args if a != "--"]
-        cli_main()
+        run_synth(args.synth_args)
 
 
 if __name__ == "__main__":
