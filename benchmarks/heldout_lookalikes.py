@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """More lookalikes of the learning issue's held-out data, each a `synth` world changed in one way the
 held-out data may differ, and the issue's kind of reference scorer to place a world beside it
-(`benchmarks/RESULTS.md`, 2026-12-07, session 15):
+(`benchmarks/RESULTS.md`, 2026-12-07, sessions 15 and 16):
 
     python benchmarks/heldout_lookalikes.py offset SRC DST [--scale 1.0]
     python benchmarks/heldout_lookalikes.py clean --taste 0.3 -- --out DST --movies 150 ...(synth's options)
@@ -49,6 +49,7 @@ import numpy as np
 from ssmp_infer import synth
 from ssmp_infer.cli import main as cli_main
 from ssmp_infer.data import MOVIE_DIR, load_split, unit_rows
+from ssmp_infer.metrics import score_trailer
 
 
 def transformed_copy(src: Path, dst: Path, transform) -> None:
@@ -65,13 +66,16 @@ def transformed_copy(src: Path, dst: Path, transform) -> None:
 
 
 def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234, per_film: bool = False) -> float:
-    """Write the moved copy (one vector, or with `per_film` one per movie, drawn from its files' name);
+    """Write the moved copy (one vector, or with `per_film` one per movie, drawn from its files' stem);
     returns the mean cosine between two shots of the first training movie."""
     files = sorted(src.rglob("*.npy"))
     if not files:
         sys.exit(f"{src} holds no .npy files")
     first = np.load(files[0]).astype(np.float32)
     length = scale * float(np.median(np.linalg.norm(first, axis=1)))
+
+    # The two scale their draws in a different order, float32 rounding included: each rebuilds the world
+    # it made first (Fo in session 15, M in 16) byte for byte.
     if per_film:
         def film_look(name: str) -> np.ndarray:
             v = np.random.default_rng(zlib.crc32(name.encode())).standard_normal(first.shape[1]).astype(np.float32)
@@ -138,8 +142,8 @@ def reference_f1(root: Path) -> float:
         change[0] = -1.0  # the first shot has nothing before it
         worth = (np.sqrt(1 - world.open_share) * synth._standardise(x @ world.hidden)
                  + np.sqrt(world.open_share) * synth._standardise(change))
-        J = len(example.targets)
-        scores.append(len(set(np.argsort(-worth)[:J].tolist()) & set(example.targets.tolist())) / J)
+        truth = example.targets.tolist()
+        scores.append(score_trailer(np.argsort(-worth)[:len(truth)].tolist(), truth).f1)
     return float(np.mean(scores))
 
 
