@@ -9,7 +9,8 @@ held-out data may differ, and the issue's kind of reference scorer to place a wo
     python benchmarks/heldout_lookalikes.py film-look SRC DST [--scale 1.0]
     python benchmarks/heldout_lookalikes.py order --noise 100 -- --out DST --movies 150 ...(synth's options)
     python benchmarks/heldout_lookalikes.py rank --noise 0.5 -- --out DST --movies 150 ...(synth's options)
-    python benchmarks/heldout_lookalikes.py reference ROOT
+    python benchmarks/heldout_lookalikes.py openings --share 0.6 -- --out DST --movies 150 ...(synth's options)
+    python benchmarks/heldout_lookalikes.py reference ROOT [--open-share S]
 
 - `offset`: a copy of data root SRC with every feature, movie and trailer shots alike, moved by one
   fixed random vector of `scale` times the median shot norm. Image embeddings share a large common
@@ -28,11 +29,15 @@ held-out data may differ, and the issue's kind of reference scorer to place a wo
 - `rank`: `ssmp-infer synth` with each trailer ordered by the rule's own worthiness, rising, plus normal
   noise of sd `--noise` (worthiness is standardised): an order that builds up, set by what selects the
   shots rather than by where they are.
+- `openings`: `ssmp-infer synth` with a direction world's share of scene openings in worthiness
+  (`synth.OPEN_SHARE`, drawn in 0.15-0.35) set to `--share`: a rule that rests mostly on where scenes
+  change, which a model reads only from neighbouring shots, and less on the hidden direction.
 - `reference`: the held-out figure's kind of scorer on a direction world's test split, to place a world
   beside that 0.70. It knows the world's hidden direction (it rebuilds the world from `ceiling.json`'s
   seed) and guesses scene openings from the features: a shot unlike the two before it and like the next.
   Each movie's top-J shots by sqrt(1 - s)·z(feature · direction) + sqrt(s)·z(opening), with s the
-  world's share of openings; F1 against the labels eval uses.
+  world's share of openings (`--open-share` for an `openings` world, whose share its seed does not
+  give); F1 against the labels eval uses.
 """
 
 from __future__ import annotations
@@ -129,9 +134,12 @@ def world_of(root: Path) -> synth.World:
                        trailer_fraction=meta["trailer_fraction"])
 
 
-def reference_f1(root: Path) -> float:
-    """Mean test F1 of the reference scorer (module docstring) on a synth direction world."""
+def reference_f1(root: Path, open_share: float | None = None) -> float:
+    """Mean test F1 of the reference scorer (module docstring) on a synth direction world; `open_share`: the
+    world's share of scene openings where its seed does not give it (an `openings` world)."""
     world = world_of(root)
+    if open_share is not None:
+        world.open_share = open_share
     scores = []
     for example in load_split(root, "test"):
         x = example.movie.astype(np.float64)
@@ -169,9 +177,16 @@ def main() -> None:
         drawn = kinds.add_parser(name)
         drawn.add_argument("--noise", type=float, required=True)
         drawn.add_argument("synth_args", nargs=argparse.REMAINDER)
+    openings = kinds.add_parser("openings")
+    openings.add_argument("--share", type=float, required=True)
+    openings.add_argument("synth_args", nargs=argparse.REMAINDER)
     reference = kinds.add_parser("reference")
     reference.add_argument("root", type=Path)
+    reference.add_argument("--open-share", type=float, default=None)
     args = parser.parse_args()
+    share = getattr(args, "share", None) if args.kind == "openings" else getattr(args, "open_share", None)
+    if share is not None and not 0.0 <= share <= 1.0:
+        sys.exit(f"a share of scene openings is in [0, 1], got {share}")
     if args.kind in ("offset", "weaken", "film-look") and args.dst.exists():
         sys.exit(f"{args.dst} exists; choose a new directory")
     if args.kind == "weaken":
@@ -180,12 +195,15 @@ def main() -> None:
         cosine = offset_copy(args.src, args.dst, args.scale, per_film=args.kind == "film-look")
         print(f"mean cosine between two shots of one movie: {cosine:.3f}")
     elif args.kind == "reference":
-        print(f"reference scorer, test F1: {reference_f1(args.root):.3f}")
+        print(f"reference scorer, test F1: {reference_f1(args.root, args.open_share):.3f}")
     elif args.kind == "order":
         synth.ORDER_NOISE = args.noise  # read by synth.arrange at each draw
         run_synth(args.synth_args)
     elif args.kind == "rank":
         order_by_worth(args.noise)
+        run_synth(args.synth_args)
+    elif args.kind == "openings":
+        synth.OPEN_SHARE = (args.share, args.share)  # read when the world is drawn: one draw, as before
         run_synth(args.synth_args)
     else:
         synth.TASTE = args.taste  # read by synth.make_movie at each draw
