@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """More lookalikes of the learning issue's held-out data, each a `synth` world changed in one way the
 held-out data may differ, and the issue's kind of reference scorer to place a world beside it
-(`benchmarks/RESULTS.md`, 2026-12-07, sessions 15 and 16):
+(`benchmarks/RESULTS.md`, 2026-12-07, sessions 15 to 17):
 
     python benchmarks/heldout_lookalikes.py offset SRC DST [--scale 1.0]
     python benchmarks/heldout_lookalikes.py clean --taste 0.3 -- --out DST --movies 150 ...(synth's options)
@@ -155,6 +155,14 @@ def reference_f1(root: Path, open_share: float | None = None) -> float:
     return float(np.mean(scores))
 
 
+def share(text: str) -> float:
+    """argparse's type for a share of scene openings: a number in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share of scene openings is in [0, 1], got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
@@ -178,15 +186,12 @@ def main() -> None:
         drawn.add_argument("--noise", type=float, required=True)
         drawn.add_argument("synth_args", nargs=argparse.REMAINDER)
     openings = kinds.add_parser("openings")
-    openings.add_argument("--share", type=float, required=True)
+    openings.add_argument("--share", type=share, required=True)
     openings.add_argument("synth_args", nargs=argparse.REMAINDER)
     reference = kinds.add_parser("reference")
     reference.add_argument("root", type=Path)
-    reference.add_argument("--open-share", type=float, default=None)
+    reference.add_argument("--open-share", type=share, default=None)
     args = parser.parse_args()
-    share = getattr(args, "share", None) if args.kind == "openings" else getattr(args, "open_share", None)
-    if share is not None and not 0.0 <= share <= 1.0:
-        sys.exit(f"a share of scene openings is in [0, 1], got {share}")
     if args.kind in ("offset", "weaken", "film-look") and args.dst.exists():
         sys.exit(f"{args.dst} exists; choose a new directory")
     if args.kind == "weaken":
