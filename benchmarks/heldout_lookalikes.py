@@ -10,6 +10,8 @@ held-out data may differ, and the issue's kind of reference scorer to place a wo
     python benchmarks/heldout_lookalikes.py order --noise 100 -- --out DST --movies 150 ...(synth's options)
     python benchmarks/heldout_lookalikes.py rank --noise 0.5 -- --out DST --movies 150 ...(synth's options)
     python benchmarks/heldout_lookalikes.py openings --share 0.6 -- --out DST --movies 150 ...(synth's options)
+    python benchmarks/heldout_lookalikes.py cards SRC DST [--share 0.2] [--spread 0.5]
+    python benchmarks/heldout_lookalikes.py setups --repeat 0.4 -- --out DST --movies 150 ...(synth's options)
     python benchmarks/heldout_lookalikes.py reference ROOT [--open-share S]
 
 - `offset`: a copy of data root SRC with every feature, movie and trailer shots alike, moved by one
@@ -32,6 +34,15 @@ held-out data may differ, and the issue's kind of reference scorer to place a wo
 - `openings`: `ssmp-infer synth` with a direction world's share of scene openings in worthiness
   (`synth.OPEN_SHARE`, drawn in 0.15-0.35) set to `--share`: a rule that rests mostly on where scenes
   change, which a model reads only from neighbouring shots, and less on the hidden direction.
+- `cards`: a copy of data root SRC whose trailers hold shots their movies do not: title cards, about
+  `share` of each trailer's length more, inserted at random places. A card is one look shared by every
+  film's cards (a random direction at the median shot norm) plus isotropic noise of `spread` of that norm
+  (its own text). Real trailers hold such shots, and eval's labels (each trailer shot's most similar
+  movie shot) then name a movie shot the rule never chose, often the same one for several cards.
+- `setups`: `ssmp-infer synth` with the chance that a shot returns to the camera set-up of the shot two
+  before it (`synth.REPEAT_SETUP`, 0.1) set to `--repeat`: dialogue cut as shot / reverse shot, as films
+  are, so many shots have a near-twin in their scene that the editor did not take (one per set-up), and
+  eval's labels now and then name the twin.
 - `reference`: the held-out figure's kind of scorer on a direction world's test split, to place a world
   beside that 0.70. It knows the world's hidden direction (it rebuilds the world from `ceiling.json`'s
   seed) and guesses scene openings from the features: a shot unlike the two before it and like the next.
@@ -53,19 +64,20 @@ import numpy as np
 
 from ssmp_infer import synth
 from ssmp_infer.cli import main as cli_main
-from ssmp_infer.data import MOVIE_DIR, load_split, unit_rows
+from ssmp_infer.data import MOVIE_DIR, TRAILER_DIR, load_split, unit_rows
 from ssmp_infer.metrics import score_trailer
 
 
 def transformed_copy(src: Path, dst: Path, transform) -> None:
     """Copy data root SRC to DST with every feature array (movie and trailer shots alike) passed through
-    `transform` ((n, D) float32 and the file's stem -> (n, D) float32; a movie's file and its trailer's share
-    the stem), stored as float16 as synth stores them; the labels and the rule's ceiling (the .json files)
+    `transform` ((n, D) float32, the file's stem and whether it is a trailer's -> (n', D) float32; a movie's
+    file and its trailer's share the stem), stored as float16 as synth stores them; the labels and the rule's ceiling (the .json files)
     are unchanged."""
     for f in sorted(src.rglob("*.npy")):
         out = dst / f.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, transform(np.load(f).astype(np.float32), f.stem).astype(np.float16))
+        trailer = f.parent.name == TRAILER_DIR
+        np.save(out, transform(np.load(f).astype(np.float32), f.stem, trailer).astype(np.float16))
     for f in src.glob("*.json"):
         shutil.copy(f, dst / f.name)
 
@@ -87,12 +99,12 @@ def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234, per_film: 
             v *= length / np.linalg.norm(v)
             return v
 
-        transformed_copy(src, dst, lambda x, name: x + film_look(name))
+        transformed_copy(src, dst, lambda x, name, trailer: x + film_look(name))
     else:
         shift = np.random.default_rng(seed).standard_normal(first.shape[1]).astype(np.float32)
         shift /= np.linalg.norm(shift)
         shift *= length
-        transformed_copy(src, dst, lambda x, name: x + shift)
+        transformed_copy(src, dst, lambda x, name, trailer: x + shift)
     unit = unit_rows(np.load(sorted((dst / "train" / MOVIE_DIR).glob("*.npy"))[0]).astype(np.float32))
     n = len(unit)
     return float(((unit @ unit.T).sum() - n) / (n * n - n))
@@ -101,7 +113,7 @@ def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234, per_film: 
 def weaken_copy(src: Path, dst: Path, keep: float) -> None:
     """Write the copy whose features keep `keep` of their component along the world's hidden direction."""
     hidden = world_of(src).hidden.astype(np.float32)
-    transformed_copy(src, dst, lambda x, name: x - (1 - keep) * np.outer(x @ hidden, hidden))
+    transformed_copy(src, dst, lambda x, name, trailer: x - (1 - keep) * np.outer(x @ hidden, hidden))
 
 
 def order_by_worth(noise: float) -> None:
@@ -120,6 +132,31 @@ def order_by_worth(noise: float) -> None:
         return np.asarray(chosen)[np.argsort(key, kind="stable")].astype(np.int64)
 
     synth.select, synth.arrange = remembering, by_worth
+
+
+def cards_copy(src: Path, dst: Path, share: float, spread: float, seed: int = 4321) -> int:
+    """Write the copy whose trailers hold title cards (module docstring); returns how many were inserted."""
+    files = sorted(src.rglob("*.npy"))
+    if not files:
+        sys.exit(f"{src} holds no .npy files")
+    first = np.load(files[0]).astype(np.float32)
+    norm = float(np.median(np.linalg.norm(first, axis=1)))
+    look = np.random.default_rng(seed).standard_normal(first.shape[1])
+    look *= norm / np.linalg.norm(look)
+    inserted = 0
+
+    def with_cards(x: np.ndarray, name: str) -> np.ndarray:
+        nonlocal inserted
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        count = int(rng.binomial(len(x), share))
+        noise = rng.standard_normal((count, x.shape[1]))
+        cards = look + spread * norm * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+        places = np.sort(rng.integers(0, len(x) + 1, size=count))  # before which trailer shot each goes
+        inserted += count
+        return np.insert(x, places, cards.astype(np.float32), axis=0)
+
+    transformed_copy(src, dst, lambda x, name, trailer: with_cards(x, name) if trailer else x)
+    return inserted
 
 
 def run_synth(synth_args: list[str]) -> None:
@@ -156,10 +193,10 @@ def reference_f1(root: Path, open_share: float | None = None) -> float:
 
 
 def share(text: str) -> float:
-    """argparse's type for a share of scene openings: a number in [0, 1]."""
+    """argparse's type for a share (of scene openings, of repeated set-ups, of title cards): a number in [0, 1]."""
     value = float(text)
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a share of scene openings is in [0, 1], got {value}")
+        raise argparse.ArgumentTypeError(f"a share is a number in [0, 1], got {value}")
     return value
 
 
@@ -188,17 +225,30 @@ def main() -> None:
     openings = kinds.add_parser("openings")
     openings.add_argument("--share", type=share, required=True)
     openings.add_argument("synth_args", nargs=argparse.REMAINDER)
+    setups = kinds.add_parser("setups")
+    setups.add_argument("--repeat", type=share, required=True)
+    setups.add_argument("synth_args", nargs=argparse.REMAINDER)
+    cards = kinds.add_parser("cards")
+    cards.add_argument("src", type=Path)
+    cards.add_argument("dst", type=Path)
+    cards.add_argument("--share", type=share, default=0.2)
+    cards.add_argument("--spread", type=float, default=0.5)
     reference = kinds.add_parser("reference")
     reference.add_argument("root", type=Path)
     reference.add_argument("--open-share", type=share, default=None)
     args = parser.parse_args()
-    if args.kind in ("offset", "weaken", "film-look") and args.dst.exists():
+    if args.kind in ("offset", "weaken", "film-look", "cards") and args.dst.exists():
         sys.exit(f"{args.dst} exists; choose a new directory")
     if args.kind == "weaken":
         weaken_copy(args.src, args.dst, args.keep)
     elif args.kind in ("offset", "film-look"):
         cosine = offset_copy(args.src, args.dst, args.scale, per_film=args.kind == "film-look")
         print(f"mean cosine between two shots of one movie: {cosine:.3f}")
+    elif args.kind == "setups":
+        synth.REPEAT_SETUP = args.repeat  # read by synth.make_movie at each draw
+        run_synth(args.synth_args)
+    elif args.kind == "cards":
+        print(f"title cards inserted: {cards_copy(args.src, args.dst, args.share, args.spread)}")
     elif args.kind == "reference":
         print(f"reference scorer, test F1: {reference_f1(args.root, args.open_share):.3f}")
     elif args.kind == "order":
