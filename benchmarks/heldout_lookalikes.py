@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """More lookalikes of the learning issue's held-out data, each a `synth` world changed in one way the
 held-out data may differ, and the issue's kind of reference scorer to place a world beside it
-(`benchmarks/RESULTS.md`, 2026-12-07, sessions 15 to 17):
+(`benchmarks/RESULTS.md`, 2026-12-07, sessions 15 to 18):
 
     python benchmarks/heldout_lookalikes.py offset SRC DST [--scale 1.0]
     python benchmarks/heldout_lookalikes.py clean --taste 0.3 -- --out DST --movies 150 ...(synth's options)
@@ -71,8 +71,9 @@ from ssmp_infer.metrics import score_trailer
 def transformed_copy(src: Path, dst: Path, transform) -> None:
     """Copy data root SRC to DST with every feature array (movie and trailer shots alike) passed through
     `transform` ((n, D) float32, the file's stem and whether it is a trailer's -> (n', D) float32; a movie's
-    file and its trailer's share the stem), stored as float16 as synth stores them; the labels and the rule's ceiling (the .json files)
-    are unchanged."""
+    file and its trailer's share the stem), stored as float16 as synth stores them. The .json files (the
+    rule's ceiling) are copied as they are: a change to trailer shots (`cards`) leaves the ceiling scored
+    against the labels of before."""
     for f in sorted(src.rglob("*.npy")):
         out = dst / f.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +229,7 @@ def main() -> None:
     reference.add_argument("root", type=Path)
     reference.add_argument("--open-share", type=share, default=None)
     args = parser.parse_args()
-    if args.kind in ("offset", "weaken", "film-look", "cards") and args.dst.exists():
+    if getattr(args, "dst", None) is not None and args.dst.exists():  # every command that copies a data root
         sys.exit(f"{args.dst} exists; choose a new directory")
     if args.kind == "weaken":
         weaken_copy(args.src, args.dst, args.keep)
