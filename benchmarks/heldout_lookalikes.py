@@ -83,26 +83,32 @@ def transformed_copy(src: Path, dst: Path, transform) -> None:
         shutil.copy(f, dst / f.name)
 
 
-def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234, per_film: bool = False) -> float:
-    """Write the moved copy (one vector, or with `per_film` one per movie, drawn from its files' stem);
-    returns the mean cosine between two shots of the first training movie."""
+def feature_scale(src: Path) -> tuple[int, float]:
+    """(feature width, median shot norm) of data root SRC, read from its first feature file."""
     files = sorted(src.rglob("*.npy"))
     if not files:
         sys.exit(f"{src} holds no .npy files")
     first = np.load(files[0]).astype(np.float32)
-    length = scale * float(np.median(np.linalg.norm(first, axis=1)))
+    return first.shape[1], float(np.median(np.linalg.norm(first, axis=1)))
+
+
+def offset_copy(src: Path, dst: Path, scale: float, seed: int = 1234, per_film: bool = False) -> float:
+    """Write the moved copy (one vector, or with `per_film` one per movie, drawn from its files' stem);
+    returns the mean cosine between two shots of the first training movie."""
+    width, norm = feature_scale(src)
+    length = scale * norm
 
     # The two scale their draws in a different order, float32 rounding included: each rebuilds the world
     # it made first (Fo in session 15, M in 16) byte for byte.
     if per_film:
         def film_look(name: str) -> np.ndarray:
-            v = np.random.default_rng(zlib.crc32(name.encode())).standard_normal(first.shape[1]).astype(np.float32)
+            v = np.random.default_rng(zlib.crc32(name.encode())).standard_normal(width).astype(np.float32)
             v *= length / np.linalg.norm(v)
             return v
 
         transformed_copy(src, dst, lambda x, name, trailer: x + film_look(name))
     else:
-        shift = np.random.default_rng(seed).standard_normal(first.shape[1]).astype(np.float32)
+        shift = np.random.default_rng(seed).standard_normal(width).astype(np.float32)
         shift /= np.linalg.norm(shift)
         shift *= length
         transformed_copy(src, dst, lambda x, name, trailer: x + shift)
@@ -137,12 +143,8 @@ def order_by_worth(noise: float) -> None:
 
 def cards_copy(src: Path, dst: Path, share: float, spread: float, seed: int = 4321) -> int:
     """Write the copy whose trailers hold title cards (module docstring); returns how many were inserted."""
-    files = sorted(src.rglob("*.npy"))
-    if not files:
-        sys.exit(f"{src} holds no .npy files")
-    first = np.load(files[0]).astype(np.float32)
-    norm = float(np.median(np.linalg.norm(first, axis=1)))
-    look = np.random.default_rng(seed).standard_normal(first.shape[1])
+    width, norm = feature_scale(src)
+    look = np.random.default_rng(seed).standard_normal(width)
     look *= norm / np.linalg.norm(look)
     inserted = 0
 
@@ -167,6 +169,8 @@ def run_synth(synth_args: list[str]) -> None:
 
 def world_of(root: Path) -> synth.World:
     """The direction world a synth data root was drawn from."""
+    if not (root / synth.CEILING_FILE).is_file():
+        sys.exit(f"{root} has no {synth.CEILING_FILE}: not a synth world, whose hidden direction this needs")
     meta = json.loads((root / synth.CEILING_FILE).read_text())
     return synth.World(meta["world_seed"], meta["feature_dim"], worth="direction", order=meta["order"],
                        trailer_fraction=meta["trailer_fraction"])
@@ -204,6 +208,7 @@ def share(text: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
+
     def copying(name: str, **options) -> None:  # a copy of data root SRC, changed: its options' (type, default)
         kind = kinds.add_parser(name)
         kind.add_argument("src", type=Path)
@@ -211,50 +216,44 @@ def main() -> None:
         for option, (kind_of, default) in options.items():
             kind.add_argument(f"--{option}", type=kind_of, default=default)
 
-    def drawing(name: str, option: str, kind_of) -> None:  # a synth world drawn with one constant changed
+    def drawing(name: str, option: str, kind_of, change) -> None:  # a synth world drawn with `change(value)` made first
         kind = kinds.add_parser(name)
         kind.add_argument(f"--{option}", type=kind_of, required=True)
         kind.add_argument("synth_args", nargs=argparse.REMAINDER)
+        kind.set_defaults(change=lambda args: change(getattr(args, option.replace("-", "_"))))
 
     copying("offset", scale=(float, 1.0))
     copying("weaken", keep=(float, 0.25))
     copying("film-look", scale=(float, 1.0))
     copying("cards", share=(share, 0.2), spread=(float, 0.5))
-    drawing("clean", "taste", float)
-    drawing("order", "noise", float)
-    drawing("rank", "noise", float)
-    drawing("openings", "share", share)
-    drawing("setups", "repeat", share)
+    # synth reads TASTE, REPEAT_SETUP (make_movie) and ORDER_NOISE (arrange) at each draw, OPEN_SHARE when the
+    # world is drawn (one draw of (s, s), as before)
+    drawing("clean", "taste", float, lambda v: setattr(synth, "TASTE", v))
+    drawing("order", "noise", float, lambda v: setattr(synth, "ORDER_NOISE", v))
+    drawing("rank", "noise", float, order_by_worth)
+    drawing("openings", "share", share, lambda v: setattr(synth, "OPEN_SHARE", (v, v)))
+    drawing("setups", "repeat", share, lambda v: setattr(synth, "REPEAT_SETUP", v))
     reference = kinds.add_parser("reference")
     reference.add_argument("root", type=Path)
     reference.add_argument("--open-share", type=share, default=None)
     args = parser.parse_args()
+    source = getattr(args, "src", None) or getattr(args, "root", None)  # the data root a command reads
+    if source is not None and not source.is_dir():
+        sys.exit(f"{source} is not a directory; expected a data root")
     if getattr(args, "dst", None) is not None and args.dst.exists():  # every command that copies a data root
         sys.exit(f"{args.dst} exists; choose a new directory")
-    if args.kind == "weaken":
+    if hasattr(args, "change"):
+        args.change(args)
+        run_synth(args.synth_args)
+    elif args.kind == "weaken":
         weaken_copy(args.src, args.dst, args.keep)
     elif args.kind in ("offset", "film-look"):
         cosine = offset_copy(args.src, args.dst, args.scale, per_film=args.kind == "film-look")
         print(f"mean cosine between two shots of one movie: {cosine:.3f}")
-    elif args.kind == "setups":
-        synth.REPEAT_SETUP = args.repeat  # read by synth.make_movie at each draw
-        run_synth(args.synth_args)
     elif args.kind == "cards":
         print(f"title cards inserted: {cards_copy(args.src, args.dst, args.share, args.spread)}")
-    elif args.kind == "reference":
-        print(f"reference scorer, test F1: {reference_f1(args.root, args.open_share):.3f}")
-    elif args.kind == "order":
-        synth.ORDER_NOISE = args.noise  # read by synth.arrange at each draw
-        run_synth(args.synth_args)
-    elif args.kind == "rank":
-        order_by_worth(args.noise)
-        run_synth(args.synth_args)
-    elif args.kind == "openings":
-        synth.OPEN_SHARE = (args.share, args.share)  # read when the world is drawn: one draw, as before
-        run_synth(args.synth_args)
     else:
-        synth.TASTE = args.taste  # read by synth.make_movie at each draw
-        run_synth(args.synth_args)
+        print(f"reference scorer, test F1: {reference_f1(args.root, args.open_share):.3f}")
 
 
 if __name__ == "__main__":
