@@ -209,23 +209,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
 
-    def copying(name: str, **options) -> None:  # a copy of data root SRC, changed: its options' (type, default)
+    def copying(name: str, run, **options) -> None:  # a copy of data root SRC made by `run(args)`: options' (type, default)
         kind = kinds.add_parser(name)
         kind.add_argument("src", type=Path)
         kind.add_argument("dst", type=Path)
         for option, (kind_of, default) in options.items():
             kind.add_argument(f"--{option}", type=kind_of, default=default)
+        kind.set_defaults(run=run)
 
     def drawing(name: str, option: str, kind_of, change) -> None:  # a synth world drawn with `change(value)` made first
         kind = kinds.add_parser(name)
         kind.add_argument(f"--{option}", type=kind_of, required=True)
         kind.add_argument("synth_args", nargs=argparse.REMAINDER)
-        kind.set_defaults(change=lambda args: change(getattr(args, option.replace("-", "_"))))
 
-    copying("offset", scale=(float, 1.0))
-    copying("weaken", keep=(float, 0.25))
-    copying("film-look", scale=(float, 1.0))
-    copying("cards", share=(share, 0.2), spread=(float, 0.5))
+        def run(args) -> None:
+            change(getattr(args, option))
+            run_synth(args.synth_args)
+
+        kind.set_defaults(run=run)
+
+    def moved(args) -> None:
+        cosine = offset_copy(args.src, args.dst, args.scale, per_film=args.kind == "film-look")
+        print(f"mean cosine between two shots of one movie: {cosine:.3f}")
+
+    copying("offset", moved, scale=(float, 1.0))
+    copying("weaken", lambda args: weaken_copy(args.src, args.dst, args.keep), keep=(float, 0.25))
+    copying("film-look", moved, scale=(float, 1.0))
+    copying("cards", lambda args: print(f"title cards inserted: {cards_copy(args.src, args.dst, args.share, args.spread)}"),
+            share=(share, 0.2), spread=(float, 0.5))
     # synth reads TASTE, REPEAT_SETUP (make_movie) and ORDER_NOISE (arrange) at each draw, OPEN_SHARE when the
     # world is drawn (one draw of (s, s), as before)
     drawing("clean", "taste", float, lambda v: setattr(synth, "TASTE", v))
@@ -236,24 +247,14 @@ def main() -> None:
     reference = kinds.add_parser("reference")
     reference.add_argument("root", type=Path)
     reference.add_argument("--open-share", type=share, default=None)
+    reference.set_defaults(run=lambda args: print(f"reference scorer, test F1: {reference_f1(args.root, args.open_share):.3f}"))
     args = parser.parse_args()
     source = getattr(args, "src", None) or getattr(args, "root", None)  # the data root a command reads
     if source is not None and not source.is_dir():
         sys.exit(f"{source} is not a directory; expected a data root")
     if getattr(args, "dst", None) is not None and args.dst.exists():  # every command that copies a data root
         sys.exit(f"{args.dst} exists; choose a new directory")
-    if hasattr(args, "change"):
-        args.change(args)
-        run_synth(args.synth_args)
-    elif args.kind == "weaken":
-        weaken_copy(args.src, args.dst, args.keep)
-    elif args.kind in ("offset", "film-look"):
-        cosine = offset_copy(args.src, args.dst, args.scale, per_film=args.kind == "film-look")
-        print(f"mean cosine between two shots of one movie: {cosine:.3f}")
-    elif args.kind == "cards":
-        print(f"title cards inserted: {cards_copy(args.src, args.dst, args.share, args.spread)}")
-    else:
-        print(f"reference scorer, test F1: {reference_f1(args.root, args.open_share):.3f}")
+    args.run(args)
 
 
 if __name__ == "__main__":

@@ -40,11 +40,12 @@ def main() -> None:
     same = True
     for k in range(args.repeats):
         decode = DecodeConfig.from_options(args.mode, args.steps, seed=k + 1)
-        length, controls = default_trailer_length(args.shots) + k, None
         if args.edits:  # a slot pinned on one of a trailer's shots, its first shot banned
             shown = warm.generate(movie, decode=DecodeConfig.from_options(args.mode, args.steps, seed=k)).shots
             length = len(shown)
             controls = EditorControls(pins={k % min(5, length): shown[1 + k % (length - 1)]}, bans=frozenset({shown[0]}))
+        else:
+            length, controls = default_trailer_length(args.shots) + k, None
         got = {}
         order = (("cold", cold), ("warm", warm)) if k % 2 or args.edits else (("warm", warm), ("cold", cold))
         for name, engine in order:
