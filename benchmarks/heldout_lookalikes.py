@@ -9,6 +9,7 @@ held-out data may differ, and the issue's kind of reference scorer to place a wo
     python benchmarks/heldout_lookalikes.py film-look SRC DST [--scale 1.0]
     python benchmarks/heldout_lookalikes.py order --noise 100 -- --out DST --movies 150 ...(synth's options)
     python benchmarks/heldout_lookalikes.py rank --noise 0.5 -- --out DST --movies 150 ...(synth's options)
+    python benchmarks/heldout_lookalikes.py shuffled -- --out DST --movies 150 ...(synth's options)
     python benchmarks/heldout_lookalikes.py openings --share 0.6 -- --out DST --movies 150 ...(synth's options)
     python benchmarks/heldout_lookalikes.py cards SRC DST [--share 0.2] [--spread 0.5]
     python benchmarks/heldout_lookalikes.py setups --repeat 0.4 -- --out DST --movies 150 ...(synth's options)
@@ -31,6 +32,10 @@ held-out data may differ, and the issue's kind of reference scorer to place a wo
 - `rank`: `ssmp-infer synth` with each trailer ordered by the rule's own worthiness, rising, plus normal
   noise of sd `--noise` (worthiness is standardised): an order that builds up, set by what selects the
   shots rather than by where they are.
+- `shuffled`: `ssmp-infer synth` with every trailer in a random order, the opening act too: which shots
+  a trailer holds follows the world's rule, where they stand follows nothing a model can read, so the
+  slots' targets can only be memorised (the rule's own guess, which `ceiling.json` scores, is in movie
+  order).
 - `openings`: `ssmp-infer synth` with a direction world's share of scene openings in worthiness
   (`synth.OPEN_SHARE`, drawn in 0.15-0.35) set to `--share`: a rule that rests mostly on where scenes
   change, which a model reads only from neighbouring shots, and less on the hidden direction.
@@ -141,6 +146,17 @@ def order_by_worth(noise: float) -> None:
     synth.select, synth.arrange = remembering, by_worth
 
 
+def shuffled_order() -> None:
+    """Make synth put each trailer's shots in a random order (the `shuffled` world): the shots in movie order,
+    permuted by the ranks of one normal draw a shot; the rule's guess (no draws) stays in movie order."""
+
+    def shuffled(chosen, x, scene, intensity, opening, draw):
+        chosen = np.sort(np.asarray(chosen))
+        return (chosen if draw is None else chosen[np.argsort(draw(len(chosen)), kind="stable")]).astype(np.int64)
+
+    synth.arrange = shuffled
+
+
 def cards_copy(src: Path, dst: Path, share: float, spread: float, seed: int = 4321) -> int:
     """Write the copy whose trailers hold title cards (module docstring); returns how many were inserted."""
     width, norm = feature_scale(src)
@@ -217,13 +233,14 @@ def main() -> None:
             kind.add_argument(f"--{option}", type=kind_of, default=default)
         kind.set_defaults(run=run)
 
-    def drawing(name: str, option: str, kind_of, change) -> None:  # a synth world drawn with `change(value)` made first
+    def drawing(name: str, option: str | None, kind_of, change) -> None:  # a synth world drawn with `change(value)` made first
         kind = kinds.add_parser(name)
-        kind.add_argument(f"--{option}", type=kind_of, required=True)
+        if option is not None:
+            kind.add_argument(f"--{option}", type=kind_of, required=True)
         kind.add_argument("synth_args", nargs=argparse.REMAINDER)
 
         def run(args) -> None:
-            change(getattr(args, option))
+            change(getattr(args, option) if option is not None else None)
             run_synth(args.synth_args)
 
         kind.set_defaults(run=run)
@@ -242,6 +259,7 @@ def main() -> None:
     drawing("clean", "taste", float, lambda v: setattr(synth, "TASTE", v))
     drawing("order", "noise", float, lambda v: setattr(synth, "ORDER_NOISE", v))
     drawing("rank", "noise", float, order_by_worth)
+    drawing("shuffled", None, None, lambda _: shuffled_order())
     drawing("openings", "share", share, lambda v: setattr(synth, "OPEN_SHARE", (v, v)))
     drawing("setups", "repeat", share, lambda v: setattr(synth, "REPEAT_SETUP", v))
     reference = kinds.add_parser("reference")
