@@ -151,7 +151,7 @@ def shuffled_order() -> None:
     permuted by the ranks of one normal draw a shot; the rule's guess (no draws) stays in movie order."""
 
     def shuffled(chosen, x, scene, intensity, opening, draw):
-        chosen = np.sort(np.asarray(chosen))
+        chosen = np.sort(chosen)
         return (chosen if draw is None else chosen[np.argsort(draw(len(chosen)), kind="stable")]).astype(np.int64)
 
     synth.arrange = shuffled
@@ -233,14 +233,15 @@ def main() -> None:
             kind.add_argument(f"--{option}", type=kind_of, default=default)
         kind.set_defaults(run=run)
 
-    def drawing(name: str, option: str | None, kind_of, change) -> None:  # a synth world drawn with `change(value)` made first
+    def drawing(name: str, change, option: str | None = None, kind_of=float) -> None:
+        """A synth world drawn after `change(value of --option)`, or `change()` for a kind with no option."""
         kind = kinds.add_parser(name)
         if option is not None:
             kind.add_argument(f"--{option}", type=kind_of, required=True)
         kind.add_argument("synth_args", nargs=argparse.REMAINDER)
 
         def run(args) -> None:
-            change(getattr(args, option) if option is not None else None)
+            change(*([getattr(args, option)] if option is not None else []))
             run_synth(args.synth_args)
 
         kind.set_defaults(run=run)
@@ -256,12 +257,12 @@ def main() -> None:
             share=(share, 0.2), spread=(float, 0.5))
     # synth reads TASTE, REPEAT_SETUP (make_movie) and ORDER_NOISE (arrange) at each draw, OPEN_SHARE when the
     # world is drawn (one draw of (s, s), as before)
-    drawing("clean", "taste", float, lambda v: setattr(synth, "TASTE", v))
-    drawing("order", "noise", float, lambda v: setattr(synth, "ORDER_NOISE", v))
-    drawing("rank", "noise", float, order_by_worth)
-    drawing("shuffled", None, None, lambda _: shuffled_order())
-    drawing("openings", "share", share, lambda v: setattr(synth, "OPEN_SHARE", (v, v)))
-    drawing("setups", "repeat", share, lambda v: setattr(synth, "REPEAT_SETUP", v))
+    drawing("clean", lambda v: setattr(synth, "TASTE", v), "taste")
+    drawing("order", lambda v: setattr(synth, "ORDER_NOISE", v), "noise")
+    drawing("rank", order_by_worth, "noise")
+    drawing("shuffled", shuffled_order)
+    drawing("openings", lambda v: setattr(synth, "OPEN_SHARE", (v, v)), "share", share)
+    drawing("setups", lambda v: setattr(synth, "REPEAT_SETUP", v), "repeat", share)
     reference = kinds.add_parser("reference")
     reference.add_argument("root", type=Path)
     reference.add_argument("--open-share", type=share, default=None)
